@@ -1,0 +1,272 @@
+"""The Redis broker: configuration files, a local TLS-only server, and verified client connections.
+
+Production runs Redis wherever the two sites can both reach it (``k8s/``); a laptop or one-node
+deployment runs it here with :func:`start`. Both use the same ``broker/redis.conf`` (policy: TLS
+only, client certificates, AOF) and ``broker/users.acl`` (one least-privilege user per role).
+
+Layout under a state folder (``.hpc2edge/`` by default)::
+
+    tls/                 CA and certificates (hpc2edge.tls)
+    secrets/<role>.password   one random password per ACL user, 0600
+    broker/users.acl     the ACL file rendered with the passwords' SHA-256
+    broker/data/         AOF and Redis working directory
+    broker/redis.log, run/broker.pid
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import string
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpc2edge.errors import BrokerError, BrokerUnreachable
+from hpc2edge.tls import ssl_options
+
+if TYPE_CHECKING:
+    import redis
+
+    from hpc2edge.config import Settings
+
+ACL_USERS = ("admin", "orchestrator", "hpc", "edge", "monitor")
+INSTALL_HINT = (
+    "redis-server (>= 7.0, built with TLS) was not found on PATH. Install it with "
+    "`sudo apt-get install redis-server` (Debian/Ubuntu), `sudo dnf install redis` (Fedora/RHEL) "
+    "or `brew install redis` (macOS), or point HPC2EDGE at a remote broker in the config."
+)
+
+
+def resource_text(name: str) -> str:
+    """The shipped ``broker/<name>`` file (``redis.conf`` or ``users.acl``)."""
+    return resources.files("hpc2edge.resources").joinpath(name).read_text()
+
+
+def render_acl(passwords: dict[str, str], template: str | None = None) -> str:
+    """``users.acl`` with each ``${role}`` replaced by the SHA-256 of that role's password.
+
+    Comment lines are dropped: they document the template; Redis's ACL file format has no comments.
+    """
+    missing = [u for u in ACL_USERS if u not in passwords]
+    if missing:
+        raise ValueError(f"no password for ACL users: {', '.join(missing)}")
+    text = template if template is not None else resource_text("users.acl")
+    hashes = {user: hashlib.sha256(pw.encode()).hexdigest() for user, pw in passwords.items()}
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return string.Template("\n".join(lines)).substitute(hashes) + "\n"
+
+
+def ensure_secrets(secrets_dir: Path) -> dict[str, str]:
+    """Read each role's password from ``secrets_dir``, creating random ones that are missing."""
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(secrets_dir, 0o700)
+    out: dict[str, str] = {}
+    for user in ACL_USERS:
+        path = secrets_dir / f"{user}.password"
+        if not path.is_file():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32) + "\n")
+        out[user] = path.read_text().strip()
+    return out
+
+
+def find_redis_server() -> str:
+    """The ``redis-server`` executable, or a BrokerError that says how to install it."""
+    found = shutil.which("redis-server")
+    if not found:
+        raise BrokerError(INSTALL_HINT)
+    return found
+
+
+@dataclass(frozen=True)
+class LocalBroker:
+    """Files of a broker run from a state folder."""
+
+    state_dir: Path
+
+    @property
+    def root(self) -> Path:
+        return self.state_dir / "broker"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.root / "users.acl"
+
+    @property
+    def conf_file(self) -> Path:
+        return self.root / "redis.conf"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "redis.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "run" / "broker.pid"
+
+    def command(self, tls_dir: Path, host: str, port: int) -> list[str]:
+        """The redis-server command line: shipped policy, then absolute paths and the port."""
+        a = lambda p: str(p.resolve())  # noqa: E731 - Redis chdirs to `dir` before loading files
+        return [
+            find_redis_server(), a(self.conf_file),
+            "--tls-port", str(port), "--bind", host,
+            "--tls-cert-file", a(tls_dir / "server.pem"),
+            "--tls-key-file", a(tls_dir / "server-key.pem"),
+            "--tls-ca-cert-file", a(tls_dir / "ca.pem"),
+            "--aclfile", a(self.acl_file),
+            "--dir", a(self.data_dir),
+            "--logfile", a(self.log_file),
+            "--pidfile", a(self.root / "redis-server.pid"),
+        ]
+
+
+def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
+    """Start a local TLS-only redis-server for ``settings`` and wait until it answers.
+
+    Certificates must exist (``hpc2edge tls init``); passwords are created on first use. Returns
+    the server's pid, also recorded in ``<state_dir>/run/broker.pid``.
+
+    Raises:
+        BrokerError: redis-server missing, already running, or not answering in time.
+    """
+    from hpc2edge import procs
+
+    local = LocalBroker(settings.state_dir)
+    running = procs.read(local.pid_file)
+    if running is not None and procs.alive(running):
+        raise BrokerError(f"a broker started from {settings.state_dir} is already running "
+                          f"(pid {running.pid}); `hpc2edge broker stop` first")
+    tls_dir = settings.tls.ca_cert.parent
+    for name in ("ca.pem", "server.pem", "server-key.pem"):
+        if not (tls_dir / name).is_file():
+            raise BrokerError(f"{tls_dir / name} is missing: run `hpc2edge tls init --dir {tls_dir}`")
+    passwords = ensure_secrets(settings.state_dir / "secrets")
+    local.data_dir.mkdir(parents=True, exist_ok=True)
+    local.conf_file.write_text(resource_text("redis.conf"))
+    fd = os.open(local.acl_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(render_acl(passwords))
+    command = local.command(tls_dir, settings.broker.host, settings.broker.port)
+    record = procs.spawn("broker", command, log=local.log_file, pid_file=local.pid_file,
+                         log_mode="a")
+    admin = _as_admin(settings, passwords["admin"])
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not procs.alive(record):
+            tail = procs.tail(local.log_file)
+            raise BrokerError(f"redis-server exited at start; its log ends:\n{tail}")
+        try:
+            with client(admin, retries=0) as c:
+                c.ping()
+            return record.pid
+        except BrokerError as exc:
+            last = exc
+            time.sleep(0.1)
+    procs.stop(record)
+    raise BrokerError(f"redis-server did not answer within {timeout_s:.0f} s: {last}")
+
+
+def stop(state_dir: Path, *, timeout_s: float = 10.0) -> bool:
+    """Stop the broker started from ``state_dir``; False when none was running."""
+    from hpc2edge import procs
+
+    local = LocalBroker(state_dir)
+    record = procs.read(local.pid_file)
+    if record is None:
+        return False
+    stopped = procs.stop(record, timeout_s=timeout_s)
+    local.pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def _as_admin(settings: Settings, password: str) -> Settings:
+    from dataclasses import replace
+
+    tls_dir = settings.tls.ca_cert.parent
+    return replace(
+        settings,
+        role="admin",
+        broker=replace(settings.broker, username="admin", password=password),
+        tls=replace(settings.tls, cert=tls_dir / "admin.pem", key=tls_dir / "admin-key.pem"),
+    )
+
+
+def client(settings: Settings, *, retries: int = 0, timeout_s: float | None = None) -> redis.Redis:
+    """A redis-py client for this role: TLS verified against our CA, client certificate, ACL user.
+
+    The first command is sent here (PING) so that a refused handshake or login surfaces as
+    :class:`BrokerUnreachable` at once, with the reason, instead of at first use.
+    """
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    b = settings.broker
+    opts = ssl_options(settings.tls)
+    timeout = b.connect_timeout_s if timeout_s is None else timeout_s
+    c = redis.Redis(
+        host=b.host, port=b.port, db=0, username=settings.username, password=b.password,
+        ssl=True, socket_connect_timeout=timeout, socket_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
+        **opts,
+    )
+    try:
+        c.ping()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            redis.exceptions.AuthenticationError, redis.exceptions.ResponseError,
+            ssl.SSLError, OSError) as exc:
+        c.close()
+        raise BrokerUnreachable(
+            f"cannot reach the broker at {b.host}:{b.port} as {settings.username!r}: {exc}"
+        ) from None
+    return c
+
+
+@contextlib.contextmanager
+def translate_errors(action: str) -> Iterator[None]:
+    """Turn redis-py / kombu errors raised while doing ``action`` into :class:`BrokerError`."""
+    import redis
+    from kombu.exceptions import KombuError
+
+    try:
+        yield
+    except (redis.exceptions.RedisError, KombuError, ssl.SSLError, ConnectionError) as exc:
+        raise BrokerError(f"{action} failed: {exc}") from exc
+
+
+def tls_version(c: redis.Redis) -> str | None:
+    """The TLS protocol version of a connected client (e.g. ``TLSv1.3``)."""
+    conn: Any = c.connection_pool.get_connection()
+    try:
+        sock = getattr(conn, "_sock", None)
+        return sock.version() if isinstance(sock, ssl.SSLSocket) else None
+    finally:
+        c.connection_pool.release(conn)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` now (for tests and local stacks)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+__all__ = [
+    "ACL_USERS", "LocalBroker", "client", "ensure_secrets", "find_redis_server", "free_port",
+    "render_acl", "resource_text", "start", "stop", "tls_version", "translate_errors",
+]

@@ -1,0 +1,137 @@
+"""The one place a Celery application is built.
+
+Conventions (``../DESIGN.md``, "Celery conventions"), each for a reason:
+
+- JSON only, both ways: a pickle message is refused before it is decoded, so a compromised
+  broker account cannot run code on a worker.
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged after it finished,
+  so a worker that dies mid-task gives it back; the tasks are idempotent to make that safe.
+- ``worker_prefetch_multiplier = 1``: a worker holds only the task it runs; a long training does
+  not sit on a queued task another node could take.
+- ``visibility_timeout`` above the longest task (validated in :mod:`hpc2edge.config`): Redis
+  redelivers any task unacknowledged for longer.
+- Routes by task name: ``hpc2edge.train`` -> ``train`` (HPC nodes), ``hpc2edge.measure`` ->
+  ``edge`` (devices). ``task_create_missing_queues`` is off: a typo in a queue name is an error,
+  not a queue nobody consumes.
+- Each role keeps unacknowledged messages under its own keys (``hpc2edge:unacked:<role>``), so
+  the Redis ACL can confine the edge user to ``edge``-side keys: with Celery's shared default
+  keys an edge worker restoring a timed-out message could push into ``train``.
+- Broker and result backend are ``rediss://`` with CERT_REQUIRED, our CA, the role's client
+  certificate and host name checking (:func:`hpc2edge.tls.ssl_options`).
+
+``app`` below is what ``celery -A hpc2edge`` finds. It reads its settings lazily, the first time
+Celery needs its configuration, from ``HPC2EDGE_CONFIG`` and ``HPC2EDGE_*`` (the worker command
+is an entry point); importing this module connects to nothing. Code that already holds a
+:class:`~hpc2edge.config.Settings` builds its own client with :func:`make_app`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import quote
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from hpc2edge.config import Settings, load_settings
+from hpc2edge.tls import ssl_options
+
+QUEUE_TRAIN = "train"
+QUEUE_EDGE = "edge"
+QUEUES = (QUEUE_TRAIN, QUEUE_EDGE)
+TASK_ROUTES = {
+    "hpc2edge.train": {"queue": QUEUE_TRAIN},
+    "hpc2edge.measure": {"queue": QUEUE_EDGE},
+}
+TASK_MODULES = ["hpc2edge.tasks"]
+
+
+def broker_url(settings: Settings, *, with_password: bool = True) -> str:
+    """``rediss://user:password@host:port/0`` for this role (password URL-quoted; always db 0,
+    because the shipped ACL names the pub/sub channels of db 0 literally)."""
+    b = settings.broker
+    secret = quote(b.password or "", safe="") if with_password else "********"
+    host = f"[{b.host}]" if ":" in b.host else b.host
+    return f"rediss://{quote(settings.username, safe='')}:{secret}@{host}:{b.port}/0"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for ``settings`` (a plain dict: inspectable and testable)."""
+    url = broker_url(settings)
+    tls = ssl_options(settings.tls)
+    b = settings.broker
+    prefix = f"hpc2edge:unacked:{settings.role}"
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "broker_use_ssl": tls,
+        "redis_backend_use_ssl": tls,
+        "broker_transport_options": {
+            "visibility_timeout": b.visibility_timeout_s,
+            "unacked_key": prefix,
+            "unacked_index_key": f"{prefix}:index",
+            "unacked_mutex_key": f"{prefix}:mutex",
+            "socket_connect_timeout": b.connect_timeout_s,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
+        },
+        "result_backend_transport_options": {
+            "retry_policy": {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        },
+        "redis_socket_connect_timeout": b.connect_timeout_s,
+        "redis_socket_keepalive": True,
+        "redis_retry_on_timeout": True,
+        "redis_backend_health_check_interval": 25,
+        "result_expires": b.result_expires_s,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_queues": tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES),
+        "task_routes": TASK_ROUTES,
+        "task_create_missing_queues": False,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # A long training must survive a broker blip: the Redis transport keeps the message in
+        # the role's unacked hash until visibility_timeout, so finishing and acking later is safe.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+class Hpc2EdgeCelery(Celery):
+    """A Celery app whose settings come from an hpc2edge ``Settings`` (given or read lazily)."""
+
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        super().__init__("hpc2edge", include=TASK_MODULES, **kwargs)
+        self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        """The settings of this app, loaded from the environment on first use when not given."""
+        if self._settings is None:
+            # The worker command is our entry point here: read the environment once, lazily.
+            self._settings = load_settings(environ=os.environ, require_files=True)
+        return self._settings
+
+    def on_configure(self) -> None:  # type: ignore[override]
+        # Celery calls this once, when the configuration is first needed (not at import).
+        self.config_from_object(celery_config(self.settings))
+
+
+def make_app(settings: Settings) -> Hpc2EdgeCelery:
+    """A client (or worker) app for explicit settings; nothing connects until it is used."""
+    return Hpc2EdgeCelery(settings)
+
+
+app = Hpc2EdgeCelery()

@@ -1,0 +1,259 @@
+"""The ``hpc2edge`` command.
+
+Entry point only: it reads the environment, loads settings, calls library functions and turns
+hpc2edge errors into one line on stderr with a non-zero exit (2 for configuration errors) rather
+than a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hpc2edge import __version__
+from hpc2edge.config import Settings, load_settings, render_masked
+from hpc2edge.errors import Hpc2EdgeError
+
+
+def _settings(ctx: click.Context, *, require_files: bool = False,
+              state_dir: Path | None = None) -> Settings:
+    env = dict(os.environ)
+    if state_dir is not None:
+        env["HPC2EDGE_STATE_DIR"] = str(state_dir)
+    return load_settings(ctx.obj.get("config"), env, require_files=require_files)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="TOML config file (default: $HPC2EDGE_CONFIG, else built-in "
+              "defaults for the local stack under .hpc2edge/).")
+@click.version_option(__version__, prog_name="hpc2edge")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """hpc2edge: neural architecture search on HPC with the edge device in the loop.
+
+    Quick start on one machine: `hpc2edge up`, `hpc2edge ping --queue edge`, `hpc2edge down`.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+
+
+# --- config -----------------------------------------------------------------------------------
+
+@cli.group("config")
+def config_group() -> None:
+    """Show or check the effective configuration."""
+
+
+@config_group.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective configuration as TOML, secrets masked."""
+    click.echo(render_masked(_settings(ctx)), nl=False)
+
+
+@config_group.command("check")
+@click.option("--connect", is_flag=True, help="Also log in to the broker with these settings.")
+@click.pass_context
+def config_check(ctx: click.Context, connect: bool) -> None:
+    """Validate the configuration and the files it names (certificates, key, password)."""
+    settings = _settings(ctx, require_files=True)
+    click.echo(f"ok: {settings.source} is valid (role {settings.role}, "
+               f"broker {settings.broker.host}:{settings.broker.port})")
+    if connect:
+        from hpc2edge import broker
+
+        with broker.client(settings) as c:
+            click.echo(f"ok: logged in as {settings.username!r} over {broker.tls_version(c)}")
+
+
+# --- tls --------------------------------------------------------------------------------------
+
+@cli.group("tls")
+def tls_group() -> None:
+    """Create the private CA and the role certificates."""
+
+
+@tls_group.command("init")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Where to write (default: <state_dir>/tls).")
+@click.option("--host", "hosts", multiple=True,
+              help="Extra DNS name or IP of the broker (repeatable); localhost is always in.")
+@click.option("--force", is_flag=True, help="Replace existing certificates and keys.")
+@click.pass_context
+def tls_init(ctx: click.Context, directory: Path | None, hosts: Sequence[str], force: bool) -> None:
+    """Create a CA, the broker certificate and one client certificate per role."""
+    from hpc2edge import tls
+
+    target = directory or _settings(ctx).tls.ca_cert.parent
+    issued = tls.init(target, hosts, force=force)
+    for name, item in issued.items():
+        click.echo(f"{name:>12}: {item.cert}  (key {item.key.name}, 0600)")
+    click.echo(f"broker SANs: {', '.join(tls.server_names(hosts))}")
+
+
+@tls_group.command("add-device")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="The folder holding the CA (default: <state_dir>/tls).")
+@click.option("--force", is_flag=True, help="Replace an existing certificate of that name.")
+@click.pass_context
+def tls_add_device(ctx: click.Context, name: str, directory: Path | None, force: bool) -> None:
+    """Issue another edge certificate (edge-NAME.pem) for a new device."""
+    from hpc2edge import tls
+
+    target = directory or _settings(ctx).tls.ca_cert.parent
+    try:
+        issued = tls.add_device(target, name, force=force)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    click.echo(f"edge device {name}: {issued.cert} (key {issued.key.name}, 0600)")
+
+
+# --- broker -----------------------------------------------------------------------------------
+
+_DIR_OPTION = click.option(
+    "--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="State folder holding tls/, secrets/ and broker/ (default: from the config, .hpc2edge).")
+
+
+@cli.group("broker")
+def broker_group() -> None:
+    """Run a local TLS-only Redis broker (single-machine deployments)."""
+
+
+@broker_group.command("start")
+@_DIR_OPTION
+@click.pass_context
+def broker_start(ctx: click.Context, state_dir: Path | None) -> None:
+    """Start redis-server with broker/redis.conf and broker/users.acl (TLS, ACL, AOF)."""
+    from hpc2edge import broker, stack
+
+    settings = stack.prepare(_settings(ctx, state_dir=state_dir))
+    pid = broker.start(settings)
+    click.echo(f"broker up: rediss://{settings.broker.host}:{settings.broker.port} (pid {pid}), "
+               f"role configs in {settings.state_dir / 'conf'}")
+
+
+@broker_group.command("stop")
+@_DIR_OPTION
+@click.pass_context
+def broker_stop(ctx: click.Context, state_dir: Path | None) -> None:
+    """Stop the broker started from this state folder."""
+    from hpc2edge import broker
+
+    settings = _settings(ctx, state_dir=state_dir)
+    if broker.stop(settings.state_dir):
+        click.echo("broker stopped")
+    else:
+        click.echo("no broker of this state folder was running")
+
+
+# --- local stack ------------------------------------------------------------------------------
+
+@cli.command("up")
+@click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for each worker to answer.")
+@click.pass_context
+def up_cmd(ctx: click.Context, timeout_s: float) -> None:
+    """Start broker, one train worker and one edge worker in the background."""
+    from hpc2edge import stack
+
+    result = stack.up(_settings(ctx), timeout_s=timeout_s)
+    started = ", ".join(result["started"]) or "nothing new (already up)"
+    click.echo(f"started: {started}; state in {result['state_dir']}")
+    for queue, answer in result["workers"].items():
+        click.echo(f"  {queue:>5}: {answer['hostname']} answered in {answer['round_trip_ms']:.1f} ms")
+
+
+@cli.command("down")
+@click.pass_context
+def down_cmd(ctx: click.Context) -> None:
+    """Stop exactly the processes `hpc2edge up` started."""
+    from hpc2edge import stack
+
+    stopped = stack.down(_settings(ctx))
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--timeout", "timeout_s", type=float, default=2.0, show_default=True)
+@click.pass_context
+def status_cmd(ctx: click.Context, as_json: bool, timeout_s: float) -> None:
+    """Broker reachability and TLS version, workers per queue, queue depths.
+
+    Exits 1 when the broker cannot be reached.
+    """
+    from dataclasses import asdict
+
+    from hpc2edge import stack
+
+    st = stack.status(_settings(ctx), timeout_s=timeout_s)
+    if as_json:
+        _print_json(asdict(st))
+    else:
+        state = f"reachable over {st.tls_version}" if st.reachable else "UNREACHABLE"
+        click.echo(f"broker  {st.broker} as {st.user!r}: {state}")
+        if st.error:
+            click.echo(f"  {st.error}")
+        for queue, hosts in st.workers.items():
+            depth = st.queue_depths.get(queue, "?")
+            click.echo(f"queue   {queue:<5} depth {depth:<5} workers {len(hosts)}: "
+                       f"{', '.join(hosts) or '-'}")
+        for name, alive in st.local_processes.items():
+            click.echo(f"local   {name:<12} {'running' if alive else 'not running'}")
+    if not st.reachable:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("ping")
+@click.option("--queue", type=click.Choice(["edge", "train"]), required=True)
+@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the worker's whole answer.")
+@click.pass_context
+def ping_cmd(ctx: click.Context, queue: str, timeout_s: float, as_json: bool) -> None:
+    """Send hpc2edge.ping through the broker to a worker of QUEUE and print who answered."""
+    from hpc2edge import stack
+
+    answer = stack.ping(_settings(ctx), queue, timeout_s=timeout_s)
+    if as_json:
+        _print_json(answer)
+        return
+    v = answer["versions"]
+    click.echo(f"{queue}: {answer['hostname']} (queue {answer['queue']}) answered in "
+               f"{answer['round_trip_ms']:.1f} ms; python {v['python']}, celery {v['celery']}, "
+               f"hpc2edge {v['hpc2edge']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="hpc2edge",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except Hpc2EdgeError as exc:
+        click.echo(f"hpc2edge: error: {exc}", err=True)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

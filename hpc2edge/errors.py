@@ -1,0 +1,69 @@
+"""The one exception tree of hpc2edge.
+
+Foreign errors (redis, kombu, ssl, cryptography, and later h5py, onnxruntime, TensorRT) are
+translated into these at the boundary of the module that calls the foreign library, so callers
+and the CLI handle one family::
+
+    Hpc2EdgeError
+    ├── ConfigError          the configuration is invalid; lists every problem at once
+    ├── TLSError             certificates missing, unreadable, or refusing to be overwritten
+    ├── BrokerError          the broker cannot be reached, refused us, or could not be started
+    │   └── BrokerUnreachable    no connection at all (network, TLS handshake, authentication)
+    ├── StackError           the local stack (``hpc2edge up``) could not be started or stopped
+    └── TaskError            a task failed on a worker; carries the remote type name and message
+
+Bad arguments to a function raise ``ValueError`` as usual. The CLI turns any ``Hpc2EdgeError``
+into one line on stderr and a non-zero exit code (2 for configuration errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class Hpc2EdgeError(Exception):
+    """Base class of every error hpc2edge raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(Hpc2EdgeError):
+    """The configuration is invalid. ``problems`` lists each problem, one line each."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str], source: str = "configuration") -> None:
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{source} has {count} {noun}:\n{lines}")
+
+
+class TLSError(Hpc2EdgeError):
+    """Certificates are missing, invalid, or would be overwritten."""
+
+
+class BrokerError(Hpc2EdgeError):
+    """The broker refused an operation or could not be started."""
+
+
+class BrokerUnreachable(BrokerError):
+    """No working connection to the broker: network, TLS handshake or authentication failed."""
+
+
+class StackError(Hpc2EdgeError):
+    """The local single-machine stack could not be brought up or down."""
+
+
+class TaskError(Hpc2EdgeError):
+    """A task failed on a worker.
+
+    Attributes:
+        remote_type: the exception class name raised on the worker.
+        remote_message: its message.
+    """
+
+    def __init__(self, remote_type: str, remote_message: str) -> None:
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        super().__init__(f"{remote_type}: {remote_message}")

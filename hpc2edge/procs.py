@@ -1,0 +1,145 @@
+"""Background processes of the local stack, and stopping exactly the ones we started.
+
+A pid file alone is not enough to stop a process safely: pids are reused, and ``kill $(cat pid)``
+after a reboot can hit an unrelated program. Each record therefore keeps the pid, the process's
+start time from ``/proc`` and its command line; :func:`stop` signals only a process whose start
+time still matches (on systems without ``/proc`` it falls back to the command line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProcRecord:
+    """What we know of a process we started."""
+
+    name: str
+    pid: int
+    start_ticks: int | None
+    argv: tuple[str, ...]
+    log: str
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime) counts from after the parenthesised command name, which may hold spaces.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log: Path,
+    pid_file: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    log_mode: str = "a",
+) -> ProcRecord:
+    """Start ``argv`` in its own session with output appended to ``log``; record it in ``pid_file``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with log.open(log_mode) as out:
+        proc = subprocess.Popen(  # noqa: S603 - argv is built by us, never from a shell string
+            list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=None if env is None else dict(env), cwd=cwd, start_new_session=True,
+        )
+    record = ProcRecord(name=name, pid=proc.pid, start_ticks=_start_ticks(proc.pid),
+                        argv=tuple(argv), log=str(log))
+    pid_file.write_text(json.dumps(asdict(record)) + "\n")
+    return record
+
+
+def read(pid_file: Path) -> ProcRecord | None:
+    """The record in ``pid_file``, or None when there is none or it is unreadable."""
+    try:
+        data = json.loads(pid_file.read_text())
+        return ProcRecord(name=data["name"], pid=int(data["pid"]), start_ticks=data["start_ticks"],
+                          argv=tuple(data["argv"]), log=data["log"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def alive(record: ProcRecord) -> bool:
+    """True while the very process of ``record`` runs (not a later one with the same pid)."""
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    if _is_zombie(record.pid):
+        return False
+    if record.start_ticks is not None:
+        return _start_ticks(record.pid) == record.start_ticks
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def stop(record: ProcRecord, *, timeout_s: float = 10.0) -> bool:
+    """SIGTERM the process group of ``record``, then SIGKILL after ``timeout_s``.
+
+    Returns True when the process was running and is now gone, False when it was not ours or not
+    running (nothing is signalled then).
+    """
+    if not alive(record):
+        _reap(record.pid)
+        return False
+    _signal_group(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _reap(record.pid)
+        if not alive(record):
+            return True
+        time.sleep(0.05)
+    _signal_group(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and alive(record):
+        _reap(record.pid)
+        time.sleep(0.05)
+    return not alive(record)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # started with start_new_session: its group id is its pid
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    # A child of this very process must be waited for, or it lingers as a zombie.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def tail(path: Path | str, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file ('' when missing)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,1 @@
+"""Files shipped with the package: the broker policy (symlinks to the top-level broker/)."""

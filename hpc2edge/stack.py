@@ -1,0 +1,213 @@
+"""The embedded single-machine stack: ``hpc2edge up`` / ``down`` / ``status`` / ``ping``.
+
+``up`` starts, as background processes recorded under ``<state_dir>/run/``:
+
+- a TLS-only redis-server with the shipped ACL (``broker.start``),
+- one ``train`` worker (``celery -A hpc2edge worker -Q train -c 1``) as the ``hpc`` role,
+- one ``edge`` worker (``--pool solo -c 1``: one measurement at a time, CUDA never forked) as the
+  ``edge`` role,
+
+each reading its own config file from ``<state_dir>/conf/<role>.toml`` (written here, absolute
+paths, no secret inside) exactly as a remote worker would. Certificates and passwords are created
+on first use. ``down`` stops exactly these processes (see :mod:`hpc2edge.procs`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hpc2edge import broker, procs, tls
+from hpc2edge.config import Settings, for_role, write_role_config
+from hpc2edge.errors import BrokerUnreachable, StackError
+
+WORKER_ROLES = {"train": "hpc", "edge": "edge"}
+CONFIG_ROLES = ("orchestrator", "hpc", "edge", "monitor")
+
+
+def worker_argv(queue: str) -> list[str]:
+    """The worker command for ``queue``, the same one the deployment templates document."""
+    argv = [sys.executable, "-m", "celery", "-A", "hpc2edge", "worker", "-Q", queue,
+            "-c", "1", "--hostname", f"{queue}@%h", "--loglevel", "INFO",
+            # Mingle and gossip sync revoked ids between workers over broadcast: we need neither,
+            # and each adds a round of broadcast traffic at start across two sites.
+            "--without-mingle", "--without-gossip"]
+    if queue == "edge":
+        argv += ["--pool", "solo"]
+    return argv
+
+
+def absolute(settings: Settings) -> Settings:
+    """``settings`` with every path made absolute (config files written from it stay valid)."""
+    t, b = settings.tls, settings.broker
+    return replace(
+        settings,
+        state_dir=settings.state_dir.resolve(),
+        tls=replace(t, ca_cert=t.ca_cert.resolve(), cert=t.cert.resolve(), key=t.key.resolve()),
+        broker=replace(b, password_file=b.password_file.resolve() if b.password_file else None),
+    )
+
+
+def prepare(settings: Settings) -> Settings:
+    """Create what a local stack needs and is missing: certificates, passwords, role configs."""
+    s = absolute(settings)
+    tls_dir = s.tls.ca_cert.parent
+    if not (tls_dir / "ca.pem").exists():
+        hosts = [] if s.broker.host in tls.server_names() else [s.broker.host]
+        tls.init(tls_dir, hosts)
+    broker.ensure_secrets(s.state_dir / "secrets")
+    for role in CONFIG_ROLES:
+        write_role_config(role_config_path(s, role), for_role(s, role))
+    return for_role(s, s.role)
+
+
+def role_config_path(settings: Settings, role: str) -> Path:
+    return settings.state_dir / "conf" / f"{role}.toml"
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "run" / f"{name}.pid"
+
+
+def up(settings: Settings, *, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Start broker and workers (those already running are kept) and wait until each answers."""
+    s = prepare(settings)
+    local = broker.LocalBroker(s.state_dir)
+    running = procs.read(local.pid_file)
+    started: list[str] = []
+    if running is None or not procs.alive(running):
+        broker.start(s)
+        started.append("broker")
+    for queue, role in WORKER_ROLES.items():
+        name = f"worker-{queue}"
+        record = procs.read(_pid_file(s, name))
+        if record is not None and procs.alive(record):
+            continue
+        env = dict(os.environ)
+        env.pop("HPC2EDGE_BROKER_PASSWORD", None)
+        env["HPC2EDGE_CONFIG"] = str(role_config_path(s, role))
+        procs.spawn(name, worker_argv(queue), env=env, cwd=s.state_dir,
+                    log=s.state_dir / "logs" / f"{name}.log", pid_file=_pid_file(s, name))
+        started.append(name)
+    answers = {}
+    for queue in WORKER_ROLES:
+        answers[queue] = wait_for_worker(s, queue, timeout_s=timeout_s)
+    return {"started": started, "workers": answers, "state_dir": str(s.state_dir)}
+
+
+def wait_for_worker(settings: Settings, queue: str, *, timeout_s: float) -> dict[str, Any]:
+    """Ping ``queue`` until a worker answers, failing early if our worker process died."""
+    deadline = time.monotonic() + timeout_s
+    record = procs.read(_pid_file(settings, f"worker-{queue}"))
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StackError(f"no worker answered on queue {queue!r} within {timeout_s:.0f} s")
+        if record is not None and not procs.alive(record):
+            raise StackError(f"the {queue} worker exited; its log ends:\n{procs.tail(record.log)}")
+        try:
+            return ping(settings, queue, timeout_s=min(5.0, remaining))
+        except StackError:
+            continue
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the workers, then the broker, started from this state folder. Returns what stopped."""
+    state_dir = settings.state_dir.resolve()
+    stopped = []
+    for queue in WORKER_ROLES:
+        pid_file = state_dir / "run" / f"worker-{queue}.pid"
+        record = procs.read(pid_file)
+        if record is not None:
+            # A warm shutdown lets a running task finish or be given back (acks_late).
+            if procs.stop(record, timeout_s=20.0):
+                stopped.append(f"worker-{queue}")
+            pid_file.unlink(missing_ok=True)
+    if broker.stop(state_dir):
+        stopped.append("broker")
+    return stopped
+
+
+def ping(settings: Settings, queue: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
+    """Send ``hpc2edge.ping`` to ``queue`` and return the answer with the round trip in ms."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from hpc2edge.celery import QUEUES, make_app
+
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
+    broker.client(settings).close()  # fail fast, with the reason, when the broker refuses us
+    app = make_app(settings)
+    try:
+        with broker.translate_errors(f"ping on queue {queue!r}"):
+            t0 = time.perf_counter()
+            result = app.send_task("hpc2edge.ping", queue=queue)
+            try:
+                answer: dict[str, Any] = result.get(timeout=timeout_s)
+            except CeleryTimeout:
+                answer = {}
+            finally:
+                # Unsubscribe now: a pending result left to the garbage collector tries to
+                # unsubscribe while the interpreter shuts down.
+                result.backend.remove_pending_result(result)
+            if not answer:
+                raise StackError(f"no worker answered on queue {queue!r} within {timeout_s:g} s")
+            answer["round_trip_ms"] = (time.perf_counter() - t0) * 1000.0
+            result.forget()
+        return answer
+    finally:
+        app.close()
+
+
+@dataclass
+class Status:
+    """What ``hpc2edge status`` reports."""
+
+    broker: str
+    user: str
+    reachable: bool
+    tls_version: str | None = None
+    error: str | None = None
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    workers: dict[str, list[str]] = field(default_factory=dict)
+    local_processes: dict[str, bool] = field(default_factory=dict)
+
+
+def status(settings: Settings, *, timeout_s: float = 2.0) -> Status:
+    """Broker reachability and TLS version, queue depths, workers per queue, local processes."""
+    from hpc2edge.celery import QUEUES, make_app
+
+    b = settings.broker
+    st = Status(broker=f"{b.host}:{b.port}", user=settings.username, reachable=False)
+    run_dir = settings.state_dir / "run"
+    for name in ("broker", *(f"worker-{q}" for q in WORKER_ROLES)):
+        record = procs.read(run_dir / f"{name}.pid")
+        if record is not None:
+            st.local_processes[name] = procs.alive(record)
+    try:
+        c = broker.client(settings, timeout_s=timeout_s)
+    except BrokerUnreachable as exc:
+        st.error = str(exc)
+        return st
+    with c:
+        st.reachable = True
+        st.tls_version = broker.tls_version(c)
+        try:
+            st.queue_depths = {q: int(c.llen(q)) for q in QUEUES}
+        except Exception as exc:  # noqa: BLE001 - a role without read rights still gets a status
+            st.error = f"queue depths unavailable to {settings.username!r}: {exc}"
+    app = make_app(settings)
+    try:
+        with broker.translate_errors("inspecting workers"):
+            replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
+    finally:
+        app.close()
+    st.workers = {q: [] for q in QUEUES}
+    for hostname, queues in sorted(replies.items()):
+        for q in queues:
+            st.workers.setdefault(q["name"], []).append(hostname)
+    return st

@@ -1,0 +1,272 @@
+"""The project's private CA, role certificates, and the TLS options every client uses.
+
+``hpc2edge tls init --dir DIR`` writes::
+
+    DIR/ca.pem, ca-key.pem                 the private CA (keep ca-key.pem offline in production)
+    DIR/server.pem, server-key.pem         the broker: SANs localhost, 127.0.0.1, ::1 + --host names
+    DIR/<role>.pem, <role>-key.pem         one client certificate per role
+    DIR/edge-<name>.pem, edge-<name>-key.pem   more edge devices (``tls add-device NAME``)
+
+Keys are ECDSA P-256 and written 0600. The server certificate carries extendedKeyUsage
+serverAuth and client certificates clientAuth, so a client certificate cannot impersonate the
+broker. Nothing is overwritten without ``force``.
+
+Every connection this project opens to the broker verifies the server against our CA, checks its
+host name, presents the role's certificate and refuses TLS below 1.2 (:func:`ssl_options`). There
+is no option to turn verification off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpc2edge.errors import TLSError
+
+if TYPE_CHECKING:
+    from hpc2edge.config import TLSSettings
+
+CLIENT_ROLES = ("orchestrator", "hpc", "edge", "monitor", "admin")
+CA_DAYS = 3650
+LEAF_DAYS = 825
+_DEVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Issued:
+    """Paths of one issued certificate and its key."""
+
+    cert: Path
+    key: Path
+
+
+def _crypto() -> Any:
+    # Imported lazily: only certificate issuance needs `cryptography`; clients need just `ssl`.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    return x509, hashes, serialization, ec, ExtendedKeyUsageOID, NameOID
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # Create with 0600 from the start: a chmod after writing leaves a window where it is readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+
+
+def _name(common_name: str, unit: str) -> Any:
+    x509, _, _, _, _, NameOID = _crypto()
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hpc2edge"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _new_key() -> Any:
+    _, _, _, ec, _, _ = _crypto()
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem_key(key: Any) -> bytes:
+    _, _, serialization, _, _, _ = _crypto()
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _pem_cert(cert: Any) -> bytes:
+    _, _, serialization, _, _, _ = _crypto()
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _load_ca(directory: Path) -> tuple[Any, Any]:
+    x509, _, serialization, _, _, _ = _crypto()
+    cert_path, key_path = directory / "ca.pem", directory / "ca-key.pem"
+    if not cert_path.is_file() or not key_path.is_file():
+        raise TLSError(f"no CA in {directory}: run `hpc2edge tls init --dir {directory}` first")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise TLSError(f"cannot read the CA in {directory}: {exc}") from None
+    return cert, key
+
+
+def _sign(
+    ca_cert: Any,
+    ca_key: Any,
+    common_name: str,
+    unit: str,
+    *,
+    server_names: Sequence[str] = (),
+    is_server: bool = False,
+) -> tuple[Any, Any]:
+    x509, hashes, _, _, ExtendedKeyUsageOID, _ = _crypto()
+    key = _new_key()
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, unit))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_encipherment=False, content_commitment=False,
+                data_encipherment=False, key_agreement=True, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH if is_server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    if server_names:
+        alt: list[Any] = []
+        for name in server_names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt.append(x509.DNSName(name))
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def _refuse_existing(paths: Iterable[Path], force: bool) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        names = ", ".join(str(p) for p in existing)
+        raise TLSError(f"refusing to overwrite {names} (use --force to replace them)")
+
+
+def _issue(directory: Path, stem: str, ca: tuple[Any, Any], cn: str, unit: str, **kw: Any) -> Issued:
+    cert, key = _sign(ca[0], ca[1], cn, unit, **kw)
+    issued = Issued(cert=directory / f"{stem}.pem", key=directory / f"{stem}-key.pem")
+    _write_private(issued.key, _pem_key(key))
+    issued.cert.write_bytes(_pem_cert(cert))
+    return issued
+
+
+def server_names(hosts: Sequence[str] = ()) -> list[str]:
+    """The SANs of the broker certificate: loopback names plus ``hosts``, without duplicates."""
+    names = ["localhost", "127.0.0.1", "::1"]
+    for host in hosts:
+        if host and host not in names:
+            names.append(host)
+    return names
+
+
+def init(directory: str | os.PathLike[str], hosts: Sequence[str] = (), *,
+         force: bool = False) -> dict[str, Issued]:
+    """Create a CA, the broker's server certificate and one client certificate per role.
+
+    Args:
+        directory: where to write (created if missing, mode 0700).
+        hosts: extra DNS names or IP addresses the broker is reached by.
+        force: replace existing files instead of refusing.
+
+    Returns:
+        ``{"ca": ..., "server": ..., <role>: ...}``.
+
+    Raises:
+        TLSError: when any target file exists and ``force`` is false.
+    """
+    x509, hashes, _, _, _, _ = _crypto()
+    d = Path(directory)
+    stems = ["ca", "server", *CLIENT_ROLES]
+    _refuse_existing([d / f"{s}{suffix}" for s in stems for suffix in (".pem", "-key.pem")], force)
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+
+    ca_key = _new_key()
+    now = dt.datetime.now(dt.timezone.utc)
+    subject = _name("hpc2edge CA", "ca")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_encipherment=False, content_commitment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_private(d / "ca-key.pem", _pem_key(ca_key))
+    (d / "ca.pem").write_bytes(_pem_cert(ca_cert))
+    issued = {"ca": Issued(cert=d / "ca.pem", key=d / "ca-key.pem")}
+    ca = (ca_cert, ca_key)
+    issued["server"] = _issue(d, "server", ca, "hpc2edge broker", "broker",
+                              server_names=server_names(hosts), is_server=True)
+    for role in CLIENT_ROLES:
+        issued[role] = _issue(d, role, ca, role, role)
+    return issued
+
+
+def add_device(directory: str | os.PathLike[str], name: str, *, force: bool = False) -> Issued:
+    """Issue another edge certificate, ``edge-<name>.pem``, signed by the CA in ``directory``.
+
+    The certificate's common name is ``edge:<name>`` so a device is identifiable in broker logs;
+    the device logs in as the shared ``edge`` ACL user (Redis 7.0 cannot map a certificate to a
+    user), so revoking a device means rotating the edge password or the CA.
+    """
+    if not _DEVICE_NAME.match(name):
+        raise ValueError(
+            f"device name {name!r}: use lower-case letters, digits and '-', at most 63 characters"
+        )
+    d = Path(directory)
+    stem = f"edge-{name}"
+    _refuse_existing([d / f"{stem}.pem", d / f"{stem}-key.pem"], force)
+    return _issue(d, stem, _load_ca(d), f"edge:{name}", "edge")
+
+
+def ssl_options(tls: TLSSettings) -> dict[str, Any]:
+    """Options for redis-py / kombu / Celery (``broker_use_ssl``, ``redis_backend_use_ssl``).
+
+    Verification is always on: CERT_REQUIRED against our CA, host name checked, TLS >= 1.2,
+    and this role's client certificate presented.
+    """
+    return {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": str(tls.ca_cert),
+        "ssl_certfile": str(tls.cert),
+        "ssl_keyfile": str(tls.key),
+        "ssl_check_hostname": tls.check_hostname,
+        "ssl_min_version": ssl.TLSVersion.TLSv1_2,
+    }
