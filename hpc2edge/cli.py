@@ -239,8 +239,8 @@ def ping_cmd(ctx: click.Context, queue: str, timeout_s: float, as_json: bool) ->
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="hpc2edge",
-                 standalone_mode=False)
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="hpc2edge",
+                      standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -252,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Hpc2EdgeError as exc:
         click.echo(f"hpc2edge: error: {exc}", err=True)
         return exc.exit_code
-    return 0
+    # Without standalone mode click returns a raised Exit's code instead of raising it.
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

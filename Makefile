@@ -1,0 +1,63 @@
+# One verb per job. Everything runs from the project's own virtualenv in .venv/.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of torch that pip finds locally; installed before anything that depends on torch
+# so that DeepSpeed does not pull a multi-GB CUDA build. Override on GPU hosts: make setup TORCH=...
+TORCH  ?= torch==2.13.0
+EXTRAS ?= train,edge,monitor,dev
+
+.PHONY: setup redis-server demo test test-unit test-integration lint format bench clean
+
+setup: $(VENV)/.installed redis-server
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+# redis-server >= 7 with TLS: through the system package manager when missing and allowed
+# (root, or passwordless sudo); otherwise say what to install.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 && exit 0; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	else \
+	  echo "redis-server not found: install redis-server >= 7.0 (built with TLS) and rerun"; exit 1; \
+	fi
+
+# For now: the local stack up, both queues pinged through the TLS broker, down again.
+demo: setup
+	$(VENV)/bin/hpc2edge up
+	$(VENV)/bin/hpc2edge status
+	$(VENV)/bin/hpc2edge ping --queue edge && $(VENV)/bin/hpc2edge ping --queue train; \
+	  rc=$$?; $(VENV)/bin/hpc2edge down; exit $$rc
+
+test: setup
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest -m unit
+
+test-integration: setup
+	$(PY) -m pytest -m integration
+
+lint: setup
+	$(VENV)/bin/ruff check hpc2edge tests bench
+	$(VENV)/bin/ruff format --check hpc2edge tests bench
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format hpc2edge tests bench
+	$(VENV)/bin/ruff check --fix hpc2edge tests bench
+
+bench: setup
+	$(PY) bench/dispatch.py --n 500
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -1,0 +1,126 @@
+"""Shared fixtures: a real TLS-only redis-server with ACL, and real celery worker processes.
+
+Nothing here mocks Redis, Celery or TLS. The broker listens on a free loopback port with a fresh
+CA made by our own ``hpc2edge.tls`` code, so the shared Redis on 6379 is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hpc2edge import broker, procs, stack
+from hpc2edge.config import Settings, for_role, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _require_redis_server() -> None:
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not on PATH (`make setup` installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI must run the integration tier, never skip it silently
+        pytest.skip(message)
+
+
+@dataclass
+class Stack:
+    """A running broker (and, with the ``workers`` fixture, workers) in ``state_dir``."""
+
+    state_dir: Path
+    settings: Settings  # the orchestrator's
+
+    def as_role(self, role: str) -> Settings:
+        return for_role(self.settings, role)
+
+    def password(self, role: str) -> str:
+        return (self.state_dir / "secrets" / f"{role}.password").read_text().strip()
+
+
+def make_settings(state_dir: Path) -> Settings:
+    env = {"HPC2EDGE_STATE_DIR": str(state_dir),
+           "HPC2EDGE_BROKER_PORT": str(broker.free_port())}
+    return stack.prepare(load_settings(environ=env))
+
+
+@pytest.fixture(scope="session")
+def broker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A TLS-only redis-server with the shipped ACL, for the whole session."""
+    _require_redis_server()
+    state_dir = tmp_path_factory.mktemp("stack")
+    settings = make_settings(state_dir)
+    broker.start(settings)
+    try:
+        yield Stack(state_dir=settings.state_dir, settings=settings)
+    finally:
+        broker.stop(settings.state_dir)
+
+
+def worker_env(stack_: Stack, role: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
+    env["HPC2EDGE_CONFIG"] = str(stack.role_config_path(stack_.settings, role))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+def start_worker(stack_: Stack, queue: str, hostname: str, *,
+                 extra_env: dict[str, str] | None = None) -> procs.ProcRecord:
+    """Start ``celery -A hpc2edge worker -Q queue`` as the queue's role, with test tasks loaded."""
+    role = stack.WORKER_ROLES[queue]
+    argv = stack.worker_argv(queue)
+    argv[argv.index(f"{queue}@%h")] = hostname
+    argv += ["--include", "tests.support.tasks"]
+    return procs.spawn(hostname, argv, env=worker_env(stack_, role, extra_env),
+                       cwd=stack_.state_dir, log=stack_.state_dir / "logs" / f"{hostname}.log",
+                       pid_file=stack_.state_dir / "run" / f"test-{hostname}.pid", log_mode="w")
+
+
+def wait_ready(stack_: Stack, queue: str, record: procs.ProcRecord, timeout_s: float = 60.0) -> None:
+    from hpc2edge.errors import StackError
+
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if not procs.alive(record):
+            pytest.fail(f"worker {record.name} died:\n{procs.tail(record.log, 40)}")
+        try:
+            answer = stack.ping(stack_.settings, queue, timeout_s=3.0)
+        except StackError:
+            answer = {}
+        if answer.get("hostname") == record.name:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"worker {record.name} not ready:\n{procs.tail(record.log, 40)}")
+
+
+@dataclass
+class Workers:
+    edge: procs.ProcRecord
+    train: procs.ProcRecord
+
+
+@pytest.fixture(scope="session")
+def workers(broker_stack: Stack) -> Iterator[Workers]:
+    """One real edge worker (edge@test, --pool solo) and one train worker (train@test)."""
+    edge = start_worker(broker_stack, "edge", "edge@test")
+    train = start_worker(broker_stack, "train", "train@test")
+    try:
+        wait_ready(broker_stack, "edge", edge)
+        wait_ready(broker_stack, "train", train)
+        yield Workers(edge=edge, train=train)
+    finally:
+        procs.stop(edge)
+        procs.stop(train)
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,93 @@
+"""The edge side runs with only the core and `edge` extras: no torch, no DeepSpeed, no TensorRT.
+
+The test blocks those modules from import in a child process (a ``sitecustomize`` that installs
+a meta-path finder raising ModuleNotFoundError) and runs the user's command in it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+import time
+
+import pytest
+
+from hpc2edge import procs, stack
+
+from ..conftest import REPO_ROOT, worker_env
+
+pytestmark = pytest.mark.integration
+
+BLOCKED = ("torch", "deepspeed", "tensorrt", "pycuda", "optuna")
+
+BLOCKER = textwrap.dedent(f"""
+    import importlib.abc, sys
+
+    BLOCKED = {BLOCKED!r}
+
+    class _Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
+            return None
+
+    sys.meta_path.insert(0, _Block())
+""")
+
+
+@pytest.fixture
+def blocked_env(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+
+    def env(base: dict[str, str]) -> dict[str, str]:
+        out = dict(base)
+        out["PYTHONPATH"] = f"{tmp_path}:{REPO_ROOT}"
+        return out
+
+    return env
+
+
+def test_import_hpc2edge_pulls_in_nothing_heavy(blocked_env, python):
+    code = f"BLOCKED = {BLOCKED!r}\n" + textwrap.dedent("""
+        import sys
+        try:
+            import torch
+        except ModuleNotFoundError:
+            pass
+        else:
+            raise SystemExit("the blocker is not active")
+        import hpc2edge, hpc2edge.celery, hpc2edge.tasks, hpc2edge.cli, hpc2edge.config
+        import hpc2edge.tls, hpc2edge.broker, hpc2edge.stack
+        assert not any(m.split('.')[0] in BLOCKED for m in sys.modules)
+        print("ok")
+    """)
+    out = subprocess.run([python, "-c", code], env=blocked_env({}), capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_edge_worker_serves_with_heavy_modules_blocked(broker_stack, workers, blocked_env, python):
+    # The exact command users run on the device (plus a hostname so the test can tell it apart);
+    # mingle and gossip stay on, as in the plain command, so the ACL must allow them too.
+    argv = [python, "-m", "celery", "-A", "hpc2edge", "worker", "-Q", "edge",
+            "--pool", "solo", "-c", "1", "--hostname", "noheavy@test"]
+    env = blocked_env(worker_env(broker_stack, "edge"))
+    record = procs.spawn("noheavy@test", argv, env=env, cwd=broker_stack.state_dir,
+                         log=broker_stack.state_dir / "logs" / "noheavy.log",
+                         pid_file=broker_stack.state_dir / "run" / "noheavy.pid", log_mode="w")
+    try:
+        answered_by = set()
+        deadline = time.monotonic() + 60
+        while "noheavy@test" not in answered_by:
+            assert procs.alive(record), procs.tail(record.log, 40)
+            assert time.monotonic() < deadline, procs.tail(record.log, 40)
+            try:
+                answered_by.add(stack.ping(broker_stack.settings, "edge", timeout_s=3)["hostname"])
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.2)
+        log = procs.tail(record.log, 200)
+        assert "blocked by the test" not in log
+        assert "Unrecoverable error" not in log
+    finally:
+        procs.stop(record)

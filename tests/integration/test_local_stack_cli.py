@@ -1,0 +1,68 @@
+"""`hpc2edge up / ping / status / down`, run as a user runs them: the CLI in a fresh folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from hpc2edge import broker, procs
+
+from ..conftest import _require_redis_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _run(python, cwd, env, *args, timeout=120):
+    return subprocess.run([python, "-m", "hpc2edge.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_up_ping_status_down(tmp_path, python):
+    _require_redis_server()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
+    env["HPC2EDGE_BROKER_PORT"] = str(broker.free_port())
+    try:
+        up = _run(python, tmp_path, env, "up")
+        assert up.returncode == 0, up.stderr
+        assert "train@" in up.stdout and "edge@" in up.stdout
+
+        again = _run(python, tmp_path, env, "up")
+        assert again.returncode == 0, again.stderr
+        assert "already up" in again.stdout
+
+        for queue in ("edge", "train"):
+            ping = _run(python, tmp_path, env, "ping", "--queue", queue, "--json")
+            assert ping.returncode == 0, ping.stderr
+            answer = json.loads(ping.stdout)
+            assert answer["hostname"].startswith(f"{queue}@")
+            assert answer["queue"] == queue
+
+        status = _run(python, tmp_path, env, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        st = json.loads(status.stdout)
+        assert st["reachable"] and st["tls_version"].startswith("TLSv1.")
+        assert len(st["workers"]["edge"]) == 1 and len(st["workers"]["train"]) == 1
+        assert st["local_processes"] == {"broker": True, "worker-train": True, "worker-edge": True}
+
+        state = tmp_path / ".hpc2edge"
+        records = [procs.read(p) for p in (state / "run").glob("*.pid")]
+        assert len(records) == 3 and all(r is not None and procs.alive(r) for r in records)
+        for key in ("ca-key.pem", "orchestrator-key.pem", "edge-key.pem"):
+            assert (state / "tls" / key).stat().st_mode & 0o777 == 0o600
+    finally:
+        down = _run(python, tmp_path, env, "down")
+    assert down.returncode == 0, down.stderr
+    assert "broker" in down.stdout
+    assert all(not procs.alive(r) for r in records if r is not None)
+
+    unreachable = _run(python, tmp_path, env, "status")
+    assert unreachable.returncode == 1
+    assert "UNREACHABLE" in unreachable.stdout
+
+    # Secrets never reach a log file.
+    passwords = [p.read_text().strip() for p in (state / "secrets").glob("*.password")]
+    logs = "".join(p.read_text() for p in state.rglob("*.log"))
+    assert passwords and not any(pw in logs for pw in passwords)

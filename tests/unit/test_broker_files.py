@@ -1,0 +1,94 @@
+"""The shipped broker policy: redis.conf and the users.acl template."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from hpc2edge import broker
+from hpc2edge.celery import celery_config
+from hpc2edge.config import load_settings
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _directives(text):
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            out[key] = value
+    return out
+
+
+def test_packaged_files_are_the_top_level_broker_files():
+    for name in ("redis.conf", "users.acl"):
+        assert broker.resource_text(name) == (ROOT / "broker" / name).read_text()
+
+
+def test_redis_conf_is_tls_only_with_client_certs_and_aof():
+    d = _directives(broker.resource_text("redis.conf"))
+    assert d["port"] == "0"
+    assert d["tls-auth-clients"] == "yes"
+    assert d["tls-protocols"] == '"TLSv1.2 TLSv1.3"'
+    assert d["appendonly"] == "yes"
+    assert d["appendfsync"] == "everysec"
+    assert d["maxmemory-policy"] == "noeviction"
+    assert d["enable-debug-command"] == "no"
+
+
+def test_render_acl_hashes_passwords_and_drops_comments():
+    passwords = {u: f"pw-{u}" for u in broker.ACL_USERS}
+    text = broker.render_acl(passwords)
+    assert "${" not in text
+    assert not any(line.startswith("#") for line in text.splitlines())
+    for pw in passwords.values():
+        assert pw not in text
+    import hashlib
+
+    assert f"#{hashlib.sha256(b'pw-edge').hexdigest()}" in text
+    users = re.findall(r"^user (\S+) ", text, flags=re.M)
+    assert users == ["default", "admin", "orchestrator", "hpc", "edge", "monitor"]
+    assert re.search(r"^user default off ", text, flags=re.M)
+
+
+def test_render_acl_needs_every_password():
+    with pytest.raises(ValueError, match="monitor"):
+        broker.render_acl({u: "x" for u in broker.ACL_USERS if u != "monitor"})
+
+
+def test_no_role_but_admin_may_run_dangerous_commands():
+    for line in broker.resource_text("users.acl").splitlines():
+        if line.startswith("user ") and not line.startswith(("user admin ", "user default ")):
+            assert "-@dangerous" in line and "-@admin" in line
+            assert "+@all" not in line
+
+
+def test_edge_acl_names_no_train_key():
+    (edge_line,) = [ln for ln in broker.resource_text("users.acl").splitlines()
+                    if ln.startswith("user edge ")]
+    keys = [t for t in edge_line.split() if "~" in t and not t.startswith("%R~")]
+    assert not any("train" in k for k in keys), keys
+
+
+def test_celery_config_conventions():
+    conf = celery_config(load_settings(environ={"HPC2EDGE_BROKER_PASSWORD": "p@ss/word",
+                                                "HPC2EDGE_ROLE": "edge"}))
+    assert conf["broker_url"].startswith("rediss://edge:p%40ss%2Fword@")
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    assert conf["result_accept_content"] == ["json"]
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["task_routes"]["hpc2edge.train"] == {"queue": "train"}
+    assert conf["task_routes"]["hpc2edge.measure"] == {"queue": "edge"}
+    assert [q.name for q in conf["task_queues"]] == ["train", "edge"]
+    opts = conf["broker_transport_options"]
+    assert opts["unacked_key"] == "hpc2edge:unacked:edge"
+    assert opts["visibility_timeout"] > 6 * 3600
+    assert conf["broker_use_ssl"]["ssl_cert_reqs"] == 2  # ssl.CERT_REQUIRED
+    assert conf["result_expires"] > 0
