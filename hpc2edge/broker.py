@@ -122,15 +122,26 @@ class LocalBroker:
         """The redis-server command line: shipped policy, then absolute paths and the port."""
         a = lambda p: str(p.resolve())  # noqa: E731 - Redis chdirs to `dir` before loading files
         return [
-            find_redis_server(), a(self.conf_file),
-            "--tls-port", str(port), "--bind", host,
-            "--tls-cert-file", a(tls_dir / "server.pem"),
-            "--tls-key-file", a(tls_dir / "server-key.pem"),
-            "--tls-ca-cert-file", a(tls_dir / "ca.pem"),
-            "--aclfile", a(self.acl_file),
-            "--dir", a(self.data_dir),
-            "--logfile", a(self.log_file),
-            "--pidfile", a(self.root / "redis-server.pid"),
+            find_redis_server(),
+            a(self.conf_file),
+            "--tls-port",
+            str(port),
+            "--bind",
+            host,
+            "--tls-cert-file",
+            a(tls_dir / "server.pem"),
+            "--tls-key-file",
+            a(tls_dir / "server-key.pem"),
+            "--tls-ca-cert-file",
+            a(tls_dir / "ca.pem"),
+            "--aclfile",
+            a(self.acl_file),
+            "--dir",
+            a(self.data_dir),
+            "--logfile",
+            a(self.log_file),
+            "--pidfile",
+            a(self.root / "redis-server.pid"),
         ]
 
 
@@ -148,12 +159,16 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
     local = LocalBroker(settings.state_dir)
     running = procs.read(local.pid_file)
     if running is not None and procs.alive(running):
-        raise BrokerError(f"a broker started from {settings.state_dir} is already running "
-                          f"(pid {running.pid}); `hpc2edge broker stop` first")
+        raise BrokerError(
+            f"a broker started from {settings.state_dir} is already running "
+            f"(pid {running.pid}); `hpc2edge broker stop` first"
+        )
     tls_dir = settings.tls.ca_cert.parent
     for name in ("ca.pem", "server.pem", "server-key.pem"):
         if not (tls_dir / name).is_file():
-            raise BrokerError(f"{tls_dir / name} is missing: run `hpc2edge tls init --dir {tls_dir}`")
+            raise BrokerError(
+                f"{tls_dir / name} is missing: run `hpc2edge tls init --dir {tls_dir}`"
+            )
     passwords = ensure_secrets(settings.state_dir / "secrets")
     local.data_dir.mkdir(parents=True, exist_ok=True)
     local.conf_file.write_text(resource_text("redis.conf"))
@@ -161,8 +176,9 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
     with os.fdopen(fd, "w") as fh:
         fh.write(render_acl(passwords))
     command = local.command(tls_dir, settings.broker.host, settings.broker.port)
-    record = procs.spawn("broker", command, log=local.log_file, pid_file=local.pid_file,
-                         log_mode="a")
+    record = procs.spawn(
+        "broker", command, log=local.log_file, pid_file=local.pid_file, log_mode="a"
+    )
     admin = _as_admin(settings, passwords["admin"])
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
@@ -220,16 +236,27 @@ def client(settings: Settings, *, retries: int = 0, timeout_s: float | None = No
     opts = ssl_options(settings.tls)
     timeout = b.connect_timeout_s if timeout_s is None else timeout_s
     c = redis.Redis(
-        host=b.host, port=b.port, db=0, username=settings.username, password=b.password,
-        ssl=True, socket_connect_timeout=timeout, socket_timeout=timeout,
+        host=b.host,
+        port=b.port,
+        db=0,
+        username=settings.username,
+        password=b.password,
+        ssl=True,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
         **opts,
     )
     try:
         c.ping()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-            redis.exceptions.AuthenticationError, redis.exceptions.ResponseError,
-            ssl.SSLError, OSError) as exc:
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.AuthenticationError,
+        redis.exceptions.ResponseError,
+        ssl.SSLError,
+        OSError,
+    ) as exc:
         c.close()
         raise BrokerUnreachable(
             f"cannot reach the broker at {b.host}:{b.port} as {settings.username!r}: {exc}"
@@ -267,6 +294,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 __all__ = [
-    "ACL_USERS", "LocalBroker", "client", "ensure_secrets", "find_redis_server", "free_port",
-    "render_acl", "resource_text", "start", "stop", "tls_version", "translate_errors",
+    "ACL_USERS",
+    "LocalBroker",
+    "client",
+    "ensure_secrets",
+    "find_redis_server",
+    "free_port",
+    "render_acl",
+    "resource_text",
+    "start",
+    "stop",
+    "tls_version",
+    "translate_errors",
 ]

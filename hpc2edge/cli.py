@@ -21,8 +21,9 @@ from hpc2edge.config import Settings, load_settings, render_masked
 from hpc2edge.errors import Hpc2EdgeError
 
 
-def _settings(ctx: click.Context, *, require_files: bool = False,
-              state_dir: Path | None = None) -> Settings:
+def _settings(
+    ctx: click.Context, *, require_files: bool = False, state_dir: Path | None = None
+) -> Settings:
     env = dict(os.environ)
     if state_dir is not None:
         env["HPC2EDGE_STATE_DIR"] = str(state_dir)
@@ -34,9 +35,14 @@ def _print_json(data: Any) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="TOML config file (default: $HPC2EDGE_CONFIG, else built-in "
-              "defaults for the local stack under .hpc2edge/).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file (default: $HPC2EDGE_CONFIG, else built-in "
+    "defaults for the local stack under .hpc2edge/).",
+)
 @click.version_option(__version__, prog_name="hpc2edge")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
@@ -49,6 +55,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 # --- config -----------------------------------------------------------------------------------
+
 
 @cli.group("config")
 def config_group() -> None:
@@ -68,8 +75,10 @@ def config_show(ctx: click.Context) -> None:
 def config_check(ctx: click.Context, connect: bool) -> None:
     """Validate the configuration and the files it names (certificates, key, password)."""
     settings = _settings(ctx, require_files=True)
-    click.echo(f"ok: {settings.source} is valid (role {settings.role}, "
-               f"broker {settings.broker.host}:{settings.broker.port})")
+    click.echo(
+        f"ok: {settings.source} is valid (role {settings.role}, "
+        f"broker {settings.broker.host}:{settings.broker.port})"
+    )
     if connect:
         from hpc2edge import broker
 
@@ -79,16 +88,26 @@ def config_check(ctx: click.Context, connect: bool) -> None:
 
 # --- tls --------------------------------------------------------------------------------------
 
+
 @cli.group("tls")
 def tls_group() -> None:
     """Create the private CA and the role certificates."""
 
 
 @tls_group.command("init")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Where to write (default: <state_dir>/tls).")
-@click.option("--host", "hosts", multiple=True,
-              help="Extra DNS name or IP of the broker (repeatable); localhost is always in.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write (default: <state_dir>/tls).",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    help="Extra DNS name or IP of the broker (repeatable); localhost is always in.",
+)
 @click.option("--force", is_flag=True, help="Replace existing certificates and keys.")
 @click.pass_context
 def tls_init(ctx: click.Context, directory: Path | None, hosts: Sequence[str], force: bool) -> None:
@@ -104,8 +123,13 @@ def tls_init(ctx: click.Context, directory: Path | None, hosts: Sequence[str], f
 
 @tls_group.command("add-device")
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="The folder holding the CA (default: <state_dir>/tls).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The folder holding the CA (default: <state_dir>/tls).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing certificate of that name.")
 @click.pass_context
 def tls_add_device(ctx: click.Context, name: str, directory: Path | None, force: bool) -> None:
@@ -123,8 +147,12 @@ def tls_add_device(ctx: click.Context, name: str, directory: Path | None, force:
 # --- broker -----------------------------------------------------------------------------------
 
 _DIR_OPTION = click.option(
-    "--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="State folder holding tls/, secrets/ and broker/ (default: from the config, .hpc2edge).")
+    "--dir",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State folder holding tls/, secrets/ and broker/ (default: from the config, .hpc2edge).",
+)
 
 
 @cli.group("broker")
@@ -141,8 +169,10 @@ def broker_start(ctx: click.Context, state_dir: Path | None) -> None:
 
     settings = stack.prepare(_settings(ctx, state_dir=state_dir))
     pid = broker.start(settings)
-    click.echo(f"broker up: rediss://{settings.broker.host}:{settings.broker.port} (pid {pid}), "
-               f"role configs in {settings.state_dir / 'conf'}")
+    click.echo(
+        f"broker up: rediss://{settings.broker.host}:{settings.broker.port} (pid {pid}), "
+        f"role configs in {settings.state_dir / 'conf'}"
+    )
 
 
 @broker_group.command("stop")
@@ -161,9 +191,16 @@ def broker_stop(ctx: click.Context, state_dir: Path | None) -> None:
 
 # --- local stack ------------------------------------------------------------------------------
 
+
 @cli.command("up")
-@click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
-              help="Seconds to wait for each worker to answer.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for each worker to answer.",
+)
 @click.pass_context
 def up_cmd(ctx: click.Context, timeout_s: float) -> None:
     """Start broker, one train worker and one edge worker in the background."""
@@ -173,7 +210,9 @@ def up_cmd(ctx: click.Context, timeout_s: float) -> None:
     started = ", ".join(result["started"]) or "nothing new (already up)"
     click.echo(f"started: {started}; state in {result['state_dir']}")
     for queue, answer in result["workers"].items():
-        click.echo(f"  {queue:>5}: {answer['hostname']} answered in {answer['round_trip_ms']:.1f} ms")
+        click.echo(
+            f"  {queue:>5}: {answer['hostname']} answered in {answer['round_trip_ms']:.1f} ms"
+        )
 
 
 @cli.command("down")
@@ -209,8 +248,10 @@ def status_cmd(ctx: click.Context, as_json: bool, timeout_s: float) -> None:
             click.echo(f"  {st.error}")
         for queue, hosts in st.workers.items():
             depth = st.queue_depths.get(queue, "?")
-            click.echo(f"queue   {queue:<5} depth {depth:<5} workers {len(hosts)}: "
-                       f"{', '.join(hosts) or '-'}")
+            click.echo(
+                f"queue   {queue:<5} depth {depth:<5} workers {len(hosts)}: "
+                f"{', '.join(hosts) or '-'}"
+            )
         for name, alive in st.local_processes.items():
             click.echo(f"local   {name:<12} {'running' if alive else 'not running'}")
     if not st.reachable:
@@ -231,16 +272,21 @@ def ping_cmd(ctx: click.Context, queue: str, timeout_s: float, as_json: bool) ->
         _print_json(answer)
         return
     v = answer["versions"]
-    click.echo(f"{queue}: {answer['hostname']} (queue {answer['queue']}) answered in "
-               f"{answer['round_trip_ms']:.1f} ms; python {v['python']}, celery {v['celery']}, "
-               f"hpc2edge {v['hpc2edge']}")
+    click.echo(
+        f"{queue}: {answer['hostname']} (queue {answer['queue']}) answered in "
+        f"{answer['round_trip_ms']:.1f} ms; python {v['python']}, celery {v['celery']}, "
+        f"hpc2edge {v['hpc2edge']}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     try:
-        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="hpc2edge",
-                      standalone_mode=False)
+        rv = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="hpc2edge",
+            standalone_mode=False,
+        )
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:

@@ -58,7 +58,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 ROLES = ("orchestrator", "hpc", "edge", "monitor", "admin")
 ENV_PREFIX = "HPC2EDGE_"
 ENV_CONFIG = "HPC2EDGE_CONFIG"
-ENV_PASSWORD = "HPC2EDGE_BROKER_PASSWORD"
+ENV_PASSWORD = "HPC2EDGE_BROKER_PASSWORD"  # noqa: S105 - the variable name, not a secret
 DEFAULT_STATE_DIR = Path(".hpc2edge")
 DEFAULT_PORT = 6390
 MASK = "********"
@@ -288,8 +288,10 @@ def load_settings(
                 problems.append(f"[{key}]: expected a table, got {value!r}")
             continue
         if key not in _TOP_LEVEL:
-            problems.append(f"{key}: unknown setting (known: {', '.join(_TOP_LEVEL)}, "
-                            f"and the tables {', '.join(_SECTIONS)})")
+            problems.append(
+                f"{key}: unknown setting (known: {', '.join(_TOP_LEVEL)}, "
+                f"and the tables {', '.join(_SECTIONS)})"
+            )
             continue
         type_name = "Path" if key == "state_dir" else "str"
         top[key] = _coerce(value, type_name, key, problems)
@@ -308,8 +310,10 @@ def load_settings(
         values: dict[str, Any] = {}
         for key, value in given.items():
             if (name, key) in _SECRET_KEYS or key not in types:
-                problems.append(f"{name}.{key}: unknown setting (known: "
-                                f"{', '.join(k for k in types if (name, k) not in _SECRET_KEYS)})")
+                problems.append(
+                    f"{name}.{key}: unknown setting (known: "
+                    f"{', '.join(k for k in types if (name, k) not in _SECRET_KEYS)})"
+                )
                 continue
             coerced = _coerce(value, types[key], f"{name}.{key}", problems)
             if coerced is not None:
@@ -378,8 +382,11 @@ def for_role(settings: Settings, role: str) -> Settings:
 
 def render_masked(settings: Settings) -> str:
     """The effective settings as TOML, with every secret replaced by a mask."""
-    lines = [f"# effective configuration (from {settings.source})",
-             f'role = "{settings.role}"', f'state_dir = "{settings.state_dir}"']
+    lines = [
+        f"# effective configuration (from {settings.source})",
+        f'role = "{settings.role}"',
+        f'state_dir = "{settings.state_dir}"',
+    ]
     for name in _SECTIONS:
         lines.append("")
         lines.append(f"[{name}]")

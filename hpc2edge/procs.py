@@ -8,6 +8,7 @@ time still matches (on systems without ``/proc`` it falls back to the command li
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,16 +49,22 @@ def spawn(
     cwd: Path | None = None,
     log_mode: str = "a",
 ) -> ProcRecord:
-    """Start ``argv`` in its own session with output appended to ``log``; record it in ``pid_file``."""
+    """Start ``argv`` in its own session, output to ``log``; record it in ``pid_file``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     with log.open(log_mode) as out:
-        proc = subprocess.Popen(  # noqa: S603 - argv is built by us, never from a shell string
-            list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=None if env is None else dict(env), cwd=cwd, start_new_session=True,
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            start_new_session=True,
         )
-    record = ProcRecord(name=name, pid=proc.pid, start_ticks=_start_ticks(proc.pid),
-                        argv=tuple(argv), log=str(log))
+    record = ProcRecord(
+        name=name, pid=proc.pid, start_ticks=_start_ticks(proc.pid), argv=tuple(argv), log=str(log)
+    )
     pid_file.write_text(json.dumps(asdict(record)) + "\n")
     return record
 
@@ -66,8 +73,13 @@ def read(pid_file: Path) -> ProcRecord | None:
     """The record in ``pid_file``, or None when there is none or it is unreadable."""
     try:
         data = json.loads(pid_file.read_text())
-        return ProcRecord(name=data["name"], pid=int(data["pid"]), start_ticks=data["start_ticks"],
-                          argv=tuple(data["argv"]), log=data["log"])
+        return ProcRecord(
+            name=data["name"],
+            pid=int(data["pid"]),
+            start_ticks=data["start_ticks"],
+            argv=tuple(data["argv"]),
+            log=data["log"],
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -130,10 +142,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _reap(pid: int) -> None:
     # A child of this very process must be waited for, or it lingers as a zombie.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def tail(path: Path | str, lines: int = 20) -> str:

@@ -31,11 +31,26 @@ CONFIG_ROLES = ("orchestrator", "hpc", "edge", "monitor")
 
 def worker_argv(queue: str) -> list[str]:
     """The worker command for ``queue``, the same one the deployment templates document."""
-    argv = [sys.executable, "-m", "celery", "-A", "hpc2edge", "worker", "-Q", queue,
-            "-c", "1", "--hostname", f"{queue}@%h", "--loglevel", "INFO",
-            # Mingle and gossip sync revoked ids between workers over broadcast: we need neither,
-            # and each adds a round of broadcast traffic at start across two sites.
-            "--without-mingle", "--without-gossip"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "hpc2edge",
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        "1",
+        "--hostname",
+        f"{queue}@%h",
+        "--loglevel",
+        "INFO",
+        # Mingle and gossip sync revoked ids between workers over broadcast: we need neither,
+        # and each adds a round of broadcast traffic at start across two sites.
+        "--without-mingle",
+        "--without-gossip",
+    ]
     if queue == "edge":
         argv += ["--pool", "solo"]
     return argv
@@ -90,8 +105,14 @@ def up(settings: Settings, *, timeout_s: float = 60.0) -> dict[str, Any]:
         env = dict(os.environ)
         env.pop("HPC2EDGE_BROKER_PASSWORD", None)
         env["HPC2EDGE_CONFIG"] = str(role_config_path(s, role))
-        procs.spawn(name, worker_argv(queue), env=env, cwd=s.state_dir,
-                    log=s.state_dir / "logs" / f"{name}.log", pid_file=_pid_file(s, name))
+        procs.spawn(
+            name,
+            worker_argv(queue),
+            env=env,
+            cwd=s.state_dir,
+            log=s.state_dir / "logs" / f"{name}.log",
+            pid_file=_pid_file(s, name),
+        )
         started.append(name)
     answers = {}
     for queue in WORKER_ROLES:
@@ -198,7 +219,7 @@ def status(settings: Settings, *, timeout_s: float = 2.0) -> Status:
         st.tls_version = broker.tls_version(c)
         try:
             st.queue_depths = {q: int(c.llen(q)) for q in QUEUES}
-        except Exception as exc:  # noqa: BLE001 - a role without read rights still gets a status
+        except Exception as exc:
             st.error = f"queue depths unavailable to {settings.username!r}: {exc}"
     app = make_app(settings)
     try:

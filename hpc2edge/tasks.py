@@ -26,8 +26,16 @@ import hpc2edge
 
 #: Distributions whose versions a worker reports (absent ones are reported as None).
 REPORTED_PACKAGES = (
-    "celery", "kombu", "redis", "onnxruntime", "onnxruntime-gpu", "tensorrt", "pycuda",
-    "torch", "deepspeed", "optuna",
+    "celery",
+    "kombu",
+    "redis",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tensorrt",
+    "pycuda",
+    "torch",
+    "deepspeed",
+    "optuna",
 )
 
 

@@ -131,9 +131,15 @@ def _sign(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_encipherment=False, content_commitment=False,
-                data_encipherment=False, key_agreement=True, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_encipherment=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -165,7 +171,9 @@ def _refuse_existing(paths: Iterable[Path], force: bool) -> None:
         raise TLSError(f"refusing to overwrite {names} (use --force to replace them)")
 
 
-def _issue(directory: Path, stem: str, ca: tuple[Any, Any], cn: str, unit: str, **kw: Any) -> Issued:
+def _issue(
+    directory: Path, stem: str, ca: tuple[Any, Any], cn: str, unit: str, **kw: Any
+) -> Issued:
     cert, key = _sign(ca[0], ca[1], cn, unit, **kw)
     issued = Issued(cert=directory / f"{stem}.pem", key=directory / f"{stem}-key.pem")
     _write_private(issued.key, _pem_key(key))
@@ -182,8 +190,9 @@ def server_names(hosts: Sequence[str] = ()) -> list[str]:
     return names
 
 
-def init(directory: str | os.PathLike[str], hosts: Sequence[str] = (), *,
-         force: bool = False) -> dict[str, Issued]:
+def init(
+    directory: str | os.PathLike[str], hosts: Sequence[str] = (), *, force: bool = False
+) -> dict[str, Issued]:
     """Create a CA, the broker's server certificate and one client certificate per role.
 
     Args:
@@ -218,22 +227,36 @@ def init(directory: str | os.PathLike[str], hosts: Sequence[str] = (), *,
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_encipherment=False, content_commitment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_encipherment=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     _write_private(d / "ca-key.pem", _pem_key(ca_key))
     (d / "ca.pem").write_bytes(_pem_cert(ca_cert))
     issued = {"ca": Issued(cert=d / "ca.pem", key=d / "ca-key.pem")}
     ca = (ca_cert, ca_key)
-    issued["server"] = _issue(d, "server", ca, "hpc2edge broker", "broker",
-                              server_names=server_names(hosts), is_server=True)
+    issued["server"] = _issue(
+        d,
+        "server",
+        ca,
+        "hpc2edge broker",
+        "broker",
+        server_names=server_names(hosts),
+        is_server=True,
+    )
     for role in CLIENT_ROLES:
         issued[role] = _issue(d, role, ca, role, role)
     return issued

@@ -44,8 +44,7 @@ class Stack:
 
 
 def make_settings(state_dir: Path) -> Settings:
-    env = {"HPC2EDGE_STATE_DIR": str(state_dir),
-           "HPC2EDGE_BROKER_PORT": str(broker.free_port())}
+    env = {"HPC2EDGE_STATE_DIR": str(state_dir), "HPC2EDGE_BROKER_PORT": str(broker.free_port())}
     return stack.prepare(load_settings(environ=env))
 
 
@@ -70,22 +69,31 @@ def worker_env(stack_: Stack, role: str, extra: dict[str, str] | None = None) ->
     return env
 
 
-def start_worker(stack_: Stack, queue: str, hostname: str, *,
-                 extra_env: dict[str, str] | None = None) -> procs.ProcRecord:
+def start_worker(
+    stack_: Stack, queue: str, hostname: str, *, extra_env: dict[str, str] | None = None
+) -> procs.ProcRecord:
     """Start ``celery -A hpc2edge worker -Q queue`` as the queue's role, with test tasks loaded."""
     role = stack.WORKER_ROLES[queue]
     argv = stack.worker_argv(queue)
     argv[argv.index(f"{queue}@%h")] = hostname
     argv += ["--include", "tests.support.tasks"]
-    return procs.spawn(hostname, argv, env=worker_env(stack_, role, extra_env),
-                       cwd=stack_.state_dir, log=stack_.state_dir / "logs" / f"{hostname}.log",
-                       pid_file=stack_.state_dir / "run" / f"test-{hostname}.pid", log_mode="w")
+    return procs.spawn(
+        hostname,
+        argv,
+        env=worker_env(stack_, role, extra_env),
+        cwd=stack_.state_dir,
+        log=stack_.state_dir / "logs" / f"{hostname}.log",
+        pid_file=stack_.state_dir / "run" / f"test-{hostname}.pid",
+        log_mode="w",
+    )
 
 
-def wait_ready(stack_: Stack, queue: str, record: procs.ProcRecord, timeout_s: float = 60.0) -> None:
-    from hpc2edge.errors import StackError
-
+def wait_ready(
+    stack_: Stack, queue: str, record: procs.ProcRecord, timeout_s: float = 60.0
+) -> None:
     import time
+
+    from hpc2edge.errors import StackError
 
     deadline = time.monotonic() + timeout_s
     while True:

@@ -46,10 +46,20 @@ def test_edge_cannot_touch_the_hpc_unacked_messages(edge):
         edge.hgetall("hpc2edge:unacked:hpc")
 
 
-@pytest.mark.parametrize("command", [("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "*"),
-                                     ("CONFIG", "SET", "appendonly", "no"), ("KEYS", "*"),
-                                     ("DEBUG", "SLEEP", "0"), ("SHUTDOWN", "NOSAVE"),
-                                     ("ACL", "LIST"), ("MONITOR",)])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("CONFIG", "GET", "*"),
+        ("CONFIG", "SET", "appendonly", "no"),
+        ("KEYS", "*"),
+        ("DEBUG", "SLEEP", "0"),
+        ("SHUTDOWN", "NOSAVE"),
+        ("ACL", "LIST"),
+        ("MONITOR",),
+    ],
+)
 @pytest.mark.parametrize("role", ["edge", "hpc", "orchestrator", "monitor"])
 def test_only_admin_runs_admin_commands(broker_stack, role, command):
     # DEBUG is switched off for everyone (enable-debug-command no): a different refusal.

@@ -61,8 +61,14 @@ def test_import_hpc2edge_pulls_in_nothing_heavy(blocked_env, python):
         assert not any(m.split('.')[0] in BLOCKED for m in sys.modules)
         print("ok")
     """)
-    out = subprocess.run([python, "-c", code], env=blocked_env({}), capture_output=True,
-                         text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [python, "-c", code],
+        env=blocked_env({}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
@@ -70,12 +76,32 @@ def test_import_hpc2edge_pulls_in_nothing_heavy(blocked_env, python):
 def test_edge_worker_serves_with_heavy_modules_blocked(broker_stack, workers, blocked_env, python):
     # The exact command users run on the device (plus a hostname so the test can tell it apart);
     # mingle and gossip stay on, as in the plain command, so the ACL must allow them too.
-    argv = [python, "-m", "celery", "-A", "hpc2edge", "worker", "-Q", "edge",
-            "--pool", "solo", "-c", "1", "--hostname", "noheavy@test"]
+    argv = [
+        python,
+        "-m",
+        "celery",
+        "-A",
+        "hpc2edge",
+        "worker",
+        "-Q",
+        "edge",
+        "--pool",
+        "solo",
+        "-c",
+        "1",
+        "--hostname",
+        "noheavy@test",
+    ]
     env = blocked_env(worker_env(broker_stack, "edge"))
-    record = procs.spawn("noheavy@test", argv, env=env, cwd=broker_stack.state_dir,
-                         log=broker_stack.state_dir / "logs" / "noheavy.log",
-                         pid_file=broker_stack.state_dir / "run" / "noheavy.pid", log_mode="w")
+    record = procs.spawn(
+        "noheavy@test",
+        argv,
+        env=env,
+        cwd=broker_stack.state_dir,
+        log=broker_stack.state_dir / "logs" / "noheavy.log",
+        pid_file=broker_stack.state_dir / "run" / "noheavy.pid",
+        log_mode="w",
+    )
     try:
         answered_by = set()
         deadline = time.monotonic() + 60
@@ -84,7 +110,7 @@ def test_edge_worker_serves_with_heavy_modules_blocked(broker_stack, workers, bl
             assert time.monotonic() < deadline, procs.tail(record.log, 40)
             try:
                 answered_by.add(stack.ping(broker_stack.settings, "edge", timeout_s=3)["hostname"])
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 time.sleep(0.2)
         log = procs.tail(record.log, 200)
         assert "blocked by the test" not in log

@@ -16,8 +16,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _run(python, cwd, env, *args, timeout=120):
-    return subprocess.run([python, "-m", "hpc2edge.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [python, "-m", "hpc2edge.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_up_ping_status_down(tmp_path, python):

@@ -40,7 +40,9 @@ def test_side_effect_task_runs_only_on_the_queue_it_was_sent_to(broker_stack, wo
             log = broker_stack.state_dir / "logs" / f"{queue}@test.log"
             assert result.id in log.read_text()
             other = "train" if queue == "edge" else "edge"
-            assert result.id not in (broker_stack.state_dir / "logs" / f"{other}@test.log").read_text()
+            assert (
+                result.id not in (broker_stack.state_dir / "logs" / f"{other}@test.log").read_text()
+            )
     finally:
         app.close()
 

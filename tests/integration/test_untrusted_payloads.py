@@ -31,16 +31,21 @@ def test_pickle_message_is_not_executed_and_worker_keeps_serving(broker_stack, w
     after = tmp_path / "after.txt"
     try:
         # 1. A well-formed Celery message for a real task, but pickle-serialised.
-        sent = app.send_task("tests.touch", args=[str(touched_by_pickle)], queue="edge",
-                             serializer="pickle")
+        sent = app.send_task(
+            "tests.touch", args=[str(touched_by_pickle)], queue="edge", serializer="pickle"
+        )
         # 2. A raw message whose pickle body runs code when loaded.
         task_id = str(uuid.uuid4())
         message = app.amqp.as_task_v2(task_id, "tests.touch", args=[str(touched_by_pickle)])
         with app.connection_for_write() as conn:
             conn.Producer().publish(
-                pickle.dumps(_Exploit(exploited)), exchange="edge", routing_key="edge",
-                content_type="application/x-python-serialize", content_encoding="binary",
-                headers=message.headers, **message.properties,
+                pickle.dumps(_Exploit(exploited)),
+                exchange="edge",
+                routing_key="edge",
+                content_type="application/x-python-serialize",
+                content_encoding="binary",
+                headers=message.headers,
+                **message.properties,
             )
         # 3. A JSON message after them: once it ran, the worker has handled both pickles.
         assert app.send_task("tests.touch", args=[str(after)], queue="edge").get(timeout=15)

@@ -70,15 +70,17 @@ def test_no_role_but_admin_may_run_dangerous_commands():
 
 
 def test_edge_acl_names_no_train_key():
-    (edge_line,) = [ln for ln in broker.resource_text("users.acl").splitlines()
-                    if ln.startswith("user edge ")]
+    (edge_line,) = [
+        ln for ln in broker.resource_text("users.acl").splitlines() if ln.startswith("user edge ")
+    ]
     keys = [t for t in edge_line.split() if "~" in t and not t.startswith("%R~")]
     assert not any("train" in k for k in keys), keys
 
 
 def test_celery_config_conventions():
-    conf = celery_config(load_settings(environ={"HPC2EDGE_BROKER_PASSWORD": "p@ss/word",
-                                                "HPC2EDGE_ROLE": "edge"}))
+    conf = celery_config(
+        load_settings(environ={"HPC2EDGE_BROKER_PASSWORD": "p@ss/word", "HPC2EDGE_ROLE": "edge"})
+    )
     assert conf["broker_url"].startswith("rediss://edge:p%40ss%2Fword@")
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
     assert conf["result_accept_content"] == ["json"]

@@ -24,8 +24,10 @@ def test_defaults_describe_the_local_stack():
 def test_file_paths_are_relative_to_the_file(tmp_path):
     (tmp_path / "edge.password").write_text("s3cret\n")
     cfg = tmp_path / "edge.toml"
-    cfg.write_text('role = "edge"\n[broker]\nhost = "broker.example.org"\nport = 7000\n'
-                   'password_file = "edge.password"\n[tls]\ncert = "certs/edge.pem"\n')
+    cfg.write_text(
+        'role = "edge"\n[broker]\nhost = "broker.example.org"\nport = 7000\n'
+        'password_file = "edge.password"\n[tls]\ncert = "certs/edge.pem"\n'
+    )
     s = load_settings(cfg, environ={})
     assert s.role == "edge" and s.username == "edge"
     assert s.broker.host == "broker.example.org" and s.broker.port == 7000
@@ -37,8 +39,12 @@ def test_file_paths_are_relative_to_the_file(tmp_path):
 def test_environment_overrides_the_file(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[broker]\nport = 7000\n")
-    env = {"HPC2EDGE_CONFIG": str(cfg), "HPC2EDGE_BROKER_PORT": "7001",
-           "HPC2EDGE_TLS_CHECK_HOSTNAME": "false", "HPC2EDGE_BROKER_PASSWORD": "pw"}
+    env = {
+        "HPC2EDGE_CONFIG": str(cfg),
+        "HPC2EDGE_BROKER_PORT": "7001",
+        "HPC2EDGE_TLS_CHECK_HOSTNAME": "false",
+        "HPC2EDGE_BROKER_PASSWORD": "pw",
+    }
     s = load_settings(environ=env)
     assert s.broker.port == 7001
     assert s.tls.check_hostname is False
@@ -82,7 +88,10 @@ def test_unknown_environment_variable_is_a_problem():
 
 
 def test_visibility_timeout_must_exceed_the_longest_task():
-    env = {"HPC2EDGE_BROKER_VISIBILITY_TIMEOUT_S": "3600", "HPC2EDGE_WORKER_TRAIN_TIME_LIMIT_S": "7200"}
+    env = {
+        "HPC2EDGE_BROKER_VISIBILITY_TIMEOUT_S": "3600",
+        "HPC2EDGE_WORKER_TRAIN_TIME_LIMIT_S": "7200",
+    }
     with pytest.raises(ConfigError, match="visibility_timeout_s"):
         load_settings(environ=env)
 

@@ -13,8 +13,12 @@ pytestmark = pytest.mark.unit
 
 
 def test_spawn_alive_stop(tmp_path):
-    record = procs.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
-                         log=tmp_path / "s.log", pid_file=tmp_path / "s.pid")
+    record = procs.spawn(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        log=tmp_path / "s.log",
+        pid_file=tmp_path / "s.pid",
+    )
     assert procs.read(tmp_path / "s.pid") == record
     assert procs.alive(record)
     assert procs.stop(record, timeout_s=5)
@@ -23,8 +27,12 @@ def test_spawn_alive_stop(tmp_path):
 
 
 def test_a_reused_pid_is_not_ours(tmp_path):
-    record = procs.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
-                         log=tmp_path / "s.log", pid_file=tmp_path / "s.pid")
+    record = procs.spawn(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        log=tmp_path / "s.log",
+        pid_file=tmp_path / "s.pid",
+    )
     try:
         impostor = replace(record, start_ticks=(record.start_ticks or 0) + 12345)
         assert not procs.alive(impostor)

@@ -34,14 +34,17 @@ def test_init_writes_ca_server_and_one_cert_per_role(tmp_path):
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "broker.example.org"}
     assert set(san.get_values_for_type(x509.IPAddress)) == {
-        ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"),
-        ipaddress.ip_address("10.1.2.3")}
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
+        ipaddress.ip_address("10.1.2.3"),
+    }
     eku = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
     edge = _load(issued["edge"].cert)
     assert edge.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "edge"
     assert list(edge.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
-        ExtendedKeyUsageOID.CLIENT_AUTH]
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
 
 
 def test_python_ssl_accepts_the_chain(tmp_path):
