@@ -10,6 +10,9 @@ and the CLI handle one family::
     ├── BrokerError          the broker cannot be reached, refused us, or could not be started
     │   └── BrokerUnreachable    no connection at all (network, TLS handshake, authentication)
     ├── StackError           the local stack (``hpc2edge up``) could not be started or stopped
+    ├── DataError            a dataset file is missing, unreadable or malformed (names file/group)
+    ├── SpecError            an unknown search space or a malformed architecture spec
+    ├── ExportError          ONNX export failed or does not match PyTorch
     └── TaskError            a task failed on a worker; carries the remote type name and message
 
 Bad arguments to a function raise ``ValueError`` as usual. The CLI turns any ``Hpc2EdgeError``
@@ -53,6 +56,20 @@ class BrokerUnreachable(BrokerError):
 
 class StackError(Hpc2EdgeError):
     """The local single-machine stack could not be brought up or down."""
+
+
+class DataError(Hpc2EdgeError):
+    """A dataset is missing, unreadable or malformed; the message names file, group and dataset."""
+
+
+class SpecError(Hpc2EdgeError):
+    """An unknown search space, or an architecture spec that does not belong to its space."""
+
+    exit_code = 2
+
+
+class ExportError(Hpc2EdgeError):
+    """ONNX export failed, the checker rejected the model, or ONNX Runtime disagrees with PyTorch."""
 
 
 class TaskError(Hpc2EdgeError):
