@@ -65,6 +65,15 @@ def render_acl(passwords: dict[str, str], template: str | None = None) -> str:
     return string.Template("\n".join(lines)).substitute(hashes) + "\n"
 
 
+def write_acl(path: Path, passwords: dict[str, str]) -> None:
+    """Write the rendered ACL file, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(render_acl(passwords))
+    os.chmod(path, 0o600)
+
+
 def ensure_secrets(secrets_dir: Path) -> dict[str, str]:
     """Read each role's password from ``secrets_dir``, creating random ones that are missing."""
     secrets_dir.mkdir(parents=True, exist_ok=True)
@@ -172,9 +181,7 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
     passwords = ensure_secrets(settings.state_dir / "secrets")
     local.data_dir.mkdir(parents=True, exist_ok=True)
     local.conf_file.write_text(resource_text("redis.conf"))
-    fd = os.open(local.acl_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(render_acl(passwords))
+    write_acl(local.acl_file, passwords)
     command = local.command(tls_dir, settings.broker.host, settings.broker.port)
     record = procs.spawn(
         "broker", command, log=local.log_file, pid_file=local.pid_file, log_mode="a"

@@ -175,6 +175,31 @@ def broker_start(ctx: click.Context, state_dir: Path | None) -> None:
     )
 
 
+@broker_group.command("acl")
+@click.option(
+    "--secrets",
+    "secrets_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder of <user>.password files; missing ones are created (random, 0600).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the rendered users.acl (0600).",
+)
+def broker_acl(secrets_dir: Path, out: Path) -> None:
+    """Render broker/users.acl with each user's password hash, for a remote broker.
+
+    The file holds only SHA-256 hashes; the password files go to the sites that need them.
+    """
+    from hpc2edge import broker
+
+    broker.write_acl(out, broker.ensure_secrets(secrets_dir))
+    click.echo(f"wrote {out} for users {', '.join(broker.ACL_USERS)}; passwords in {secrets_dir}")
+
+
 @broker_group.command("stop")
 @_DIR_OPTION
 @click.pass_context

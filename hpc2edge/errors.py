@@ -69,7 +69,7 @@ class SpecError(Hpc2EdgeError):
 
 
 class ExportError(Hpc2EdgeError):
-    """ONNX export failed, the checker rejected the model, or ONNX Runtime disagrees with PyTorch."""
+    """ONNX export failed, the checker rejected it, or ONNX Runtime disagrees with PyTorch."""
 
 
 class TaskError(Hpc2EdgeError):

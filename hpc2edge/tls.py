@@ -11,9 +11,12 @@ Keys are ECDSA P-256 and written 0600. The server certificate carries extendedKe
 serverAuth and client certificates clientAuth, so a client certificate cannot impersonate the
 broker. Nothing is overwritten without ``force``.
 
-Every connection this project opens to the broker verifies the server against our CA, checks its
-host name, presents the role's certificate and refuses TLS below 1.2 (:func:`ssl_options`). There
-is no option to turn verification off.
+Every connection this project opens to the broker verifies the server's certificate chain
+(CERT_REQUIRED, our CA added to the trust store), checks its host name unless
+``tls.check_hostname = false`` (for brokers reached by an address not in the SANs), presents the
+role's certificate and refuses TLS below 1.2 (:func:`ssl_options`). Chain verification cannot be
+turned off. Known limit: redis-py builds its context with ``ssl.create_default_context()``, so the
+system's public CAs are trusted beside ours (docs/security.md).
 """
 
 from __future__ import annotations
@@ -265,9 +268,10 @@ def init(
 def add_device(directory: str | os.PathLike[str], name: str, *, force: bool = False) -> Issued:
     """Issue another edge certificate, ``edge-<name>.pem``, signed by the CA in ``directory``.
 
-    The certificate's common name is ``edge:<name>`` so a device is identifiable in broker logs;
-    the device logs in as the shared ``edge`` ACL user (Redis 7.0 cannot map a certificate to a
-    user), so revoking a device means rotating the edge password or the CA.
+    The certificate's common name is ``edge:<name>``, so the device is identifiable wherever the
+    certificate is inspected. The device logs in as the shared ``edge`` ACL user (Redis 7.0
+    cannot map a certificate to a user), so revoking one device means rotating the edge password
+    or the CA.
     """
     if not _DEVICE_NAME.match(name):
         raise ValueError(
@@ -282,8 +286,8 @@ def add_device(directory: str | os.PathLike[str], name: str, *, force: bool = Fa
 def ssl_options(tls: TLSSettings) -> dict[str, Any]:
     """Options for redis-py / kombu / Celery (``broker_use_ssl``, ``redis_backend_use_ssl``).
 
-    Verification is always on: CERT_REQUIRED against our CA, host name checked, TLS >= 1.2,
-    and this role's client certificate presented.
+    Chain verification is always on (CERT_REQUIRED, our CA), the host name is checked unless the
+    settings say otherwise, TLS >= 1.2, and this role's client certificate is presented.
     """
     return {
         "ssl_cert_reqs": ssl.CERT_REQUIRED,

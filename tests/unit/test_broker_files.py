@@ -94,3 +94,17 @@ def test_celery_config_conventions():
     assert opts["visibility_timeout"] > 6 * 3600
     assert conf["broker_use_ssl"]["ssl_cert_reqs"] == 2  # ssl.CERT_REQUIRED
     assert conf["result_expires"] > 0
+
+
+def test_cli_broker_acl_renders_for_a_remote_broker(tmp_path, capsys):
+    from hpc2edge.cli import main
+
+    out = tmp_path / "users.acl"
+    assert main(["broker", "acl", "--secrets", str(tmp_path / "secrets"), "--out", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    passwords = {p.stem: p.read_text().strip() for p in (tmp_path / "secrets").glob("*.password")}
+    assert set(passwords) == set(broker.ACL_USERS)
+    assert out.read_text() == broker.render_acl(passwords)
+    # A second run keeps the passwords: the sites already hold them.
+    assert main(["broker", "acl", "--secrets", str(tmp_path / "secrets"), "--out", str(out)]) == 0
+    assert out.read_text() == broker.render_acl(passwords)
