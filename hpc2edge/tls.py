@@ -111,6 +111,42 @@ def _load_ca(directory: Path) -> tuple[Any, Any]:
     return cert, key
 
 
+def _builder(subject: Any, issuer: Any, public_key: Any, *, days: int, is_ca: bool) -> Any:
+    """The parts every certificate shares: names, key, serial, validity, constraints, key usage.
+
+    A CA signs certificates and CRLs; a leaf only does ECDHE/ECDSA (digital signature, key
+    agreement). Validity starts five minutes back to tolerate clock skew between sites.
+    """
+    x509 = _crypto()[0]
+    now = dt.datetime.now(dt.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(
+            x509.BasicConstraints(ca=is_ca, path_length=0 if is_ca else None), critical=True
+        )
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=not is_ca,
+                key_cert_sign=is_ca,
+                crl_sign=is_ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+
+
 def _sign(
     ca_cert: Any,
     ca_key: Any,
@@ -122,29 +158,13 @@ def _sign(
 ) -> tuple[Any, Any]:
     x509, hashes, _, _, ExtendedKeyUsageOID, _ = _crypto()
     key = _new_key()
-    now = dt.datetime.now(dt.timezone.utc)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name, unit))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+        _builder(
+            _name(common_name, unit),
+            ca_cert.subject,
+            key.public_key(),
+            days=LEAF_DAYS,
+            is_ca=False,
         )
         .add_extension(
             x509.ExtendedKeyUsage(
@@ -217,31 +237,9 @@ def init(
     os.chmod(d, 0o700)
 
     ca_key = _new_key()
-    now = dt.datetime.now(dt.timezone.utc)
     subject = _name("hpc2edge CA", "ca")
     ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        _builder(subject, subject, ca_key.public_key(), days=CA_DAYS, is_ca=True)
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
         )
