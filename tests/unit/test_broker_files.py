@@ -108,3 +108,11 @@ def test_cli_broker_acl_renders_for_a_remote_broker(tmp_path, capsys):
     # A second run keeps the passwords: the sites already hold them.
     assert main(["broker", "acl", "--secrets", str(tmp_path / "secrets"), "--out", str(out)]) == 0
     assert out.read_text() == broker.render_acl(passwords)
+
+
+def test_missing_redis_server_says_how_to_install_it(monkeypatch, tmp_path):
+    from hpc2edge.errors import BrokerError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no redis-server anywhere
+    with pytest.raises(BrokerError, match="apt-get install redis-server"):
+        broker.find_redis_server()
