@@ -13,6 +13,13 @@ and the CLI handle one family::
     ├── DataError            a dataset file is missing, unreadable or malformed (names file/group)
     ├── SpecError            an unknown search space or a malformed architecture spec
     ├── ExportError          ONNX export failed or does not match PyTorch
+    ├── ArtifactError        a content-addressed blob could not be stored or read back
+    │   ├── ArtifactNotFound     no blob under that key (expired, never stored)
+    │   ├── ArtifactCorrupt      the bytes read do not hash to their key
+    │   └── ArtifactTooLarge     over the store's size cap
+    ├── MeasurementError     a latency measurement could not be made (bad model, precision, device)
+    │   ├── EngineBuildError     TensorRT could not build an engine from the ONNX model
+    │   └── OutputMismatch       the model's outputs disagree with the reference outputs
     └── TaskError            a task failed on a worker; carries the remote type name and message
 
 Bad arguments to a function raise ``ValueError`` as usual. The CLI turns any ``Hpc2EdgeError``
@@ -70,6 +77,34 @@ class SpecError(Hpc2EdgeError):
 
 class ExportError(Hpc2EdgeError):
     """ONNX export failed, the checker rejected it, or ONNX Runtime disagrees with PyTorch."""
+
+
+class ArtifactError(Hpc2EdgeError):
+    """A content-addressed blob could not be stored or read back."""
+
+
+class ArtifactNotFound(ArtifactError):
+    """No blob is stored under the key (it expired or was never stored)."""
+
+
+class ArtifactCorrupt(ArtifactError):
+    """The bytes read back do not hash to the key they were stored under."""
+
+
+class ArtifactTooLarge(ArtifactError):
+    """The blob is larger than the store's size cap."""
+
+
+class MeasurementError(Hpc2EdgeError):
+    """A latency measurement could not be made: bad model, unsupported precision, no device."""
+
+
+class EngineBuildError(MeasurementError):
+    """TensorRT could not parse the ONNX model or build an engine from it."""
+
+
+class OutputMismatch(MeasurementError):
+    """The measured model's outputs differ from the reference outputs beyond the tolerance."""
 
 
 class TaskError(Hpc2EdgeError):
