@@ -96,6 +96,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": TASK_ROUTES,
         "task_create_missing_queues": False,
         "task_track_started": True,
+        # Enforced by prefork workers (train). The edge worker's solo pool cannot interrupt a
+        # running task; its protocol bounds each measurement by max_time_s instead.
+        "task_annotations": {
+            "hpc2edge.train": {
+                "time_limit": settings.worker.train_time_limit_s,
+                "soft_time_limit": max(1, settings.worker.train_time_limit_s - 60),
+            },
+            "hpc2edge.measure": {"time_limit": settings.worker.measure_time_limit_s},
+        },
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         # A long training must survive a broker blip: the Redis transport keeps the message in

@@ -304,6 +304,16 @@ def ping_cmd(ctx: click.Context, queue: str, timeout_s: float, as_json: bool) ->
     )
 
 
+def _register_lazy_commands() -> None:
+    # Commands of other subsystems live beside their code; their modules import nothing heavy.
+    from hpc2edge.latency.cli import measure_cmd
+
+    cli.add_command(measure_cmd)
+
+
+_register_lazy_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     try:

@@ -29,6 +29,13 @@ The file::
     train_time_limit_s = 21600
     measure_time_limit_s = 1800
 
+    [edge]                              # only read by edge workers
+    backend = "onnxruntime"             # onnxruntime | tensorrt | table
+    intra_op_threads = 0                # ONNX Runtime threads; 0: all cores
+    cache_dir = "cache"                 # TensorRT engines and timing cache
+    # table = "recorded.json"           # the table backend's recordings
+    artifact_max_mib = 512
+
 Relative paths in a file are relative to that file's folder; built-in defaults are relative to
 ``state_dir``, laid out as ``hpc2edge up`` and ``hpc2edge tls init`` create them, so a local stack
 needs no file at all.
@@ -97,6 +104,17 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class EdgeSettings:
+    """How an edge worker measures."""
+
+    backend: str = "onnxruntime"
+    intra_op_threads: int = 0
+    cache_dir: Path | None = None
+    table: Path | None = None
+    artifact_max_mib: int = 512
+
+
+@dataclass(frozen=True)
 class Settings:
     """The effective configuration of one process."""
 
@@ -105,6 +123,7 @@ class Settings:
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
     source: str = field(default="built-in defaults", compare=False)
 
     def problems(self) -> list[str]:
@@ -133,6 +152,15 @@ class Settings:
                 f"broker.visibility_timeout_s: {b.visibility_timeout_s} must exceed the longest "
                 f"task limit ({longest} s), or long tasks are delivered twice"
             )
+        e = self.edge
+        if e.backend not in ("onnxruntime", "tensorrt", "table"):
+            out.append(f"edge.backend: {e.backend!r} is not onnxruntime, tensorrt or table")
+        if e.backend == "table" and e.table is None:
+            out.append("edge.table: the table backend needs a recorded table file")
+        if e.intra_op_threads < 0:
+            out.append("edge.intra_op_threads: must be >= 0 (0: all cores)")
+        if e.artifact_max_mib <= 0:
+            out.append("edge.artifact_max_mib: must be positive")
         return out
 
     def file_problems(self) -> list[str]:
@@ -161,6 +189,7 @@ _SECTIONS: dict[str, type] = {
     "broker": BrokerSettings,
     "tls": TLSSettings,
     "worker": WorkerSettings,
+    "edge": EdgeSettings,
 }
 _TOP_LEVEL = ("role", "state_dir")
 _SECRET_KEYS = {("broker", "password")}
@@ -348,12 +377,17 @@ def load_settings(
             problems.append(f"broker.password_file: cannot read {pw_file}: {exc.strerror}")
     broker_values["password"] = password
 
+    edge_values = dict(sections["edge"])
+    edge_values["cache_dir"] = resolve("edge", "cache_dir", Path("cache"))
+    edge_values["table"] = resolve("edge", "table", None)
+
     settings = Settings(
         role=role,
         state_dir=state_dir,
         broker=BrokerSettings(**broker_values),
         tls=TLSSettings(**tls_values),
         worker=WorkerSettings(**sections["worker"]),
+        edge=EdgeSettings(**edge_values),
         source=source,
     )
     problems.extend(settings.problems())
@@ -399,7 +433,10 @@ def render_masked(settings: Settings) -> str:
                 continue
             if name == "broker" and f.name == "username":
                 value = settings.username
-            lines.append(f"{f.name} = {_toml_value(value)}")
+            if value is None:
+                lines.append(f"# {f.name} is not set")
+            else:
+                lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 

@@ -4,8 +4,11 @@ Registered names are the contract between orchestrator and workers:
 
 - ``hpc2edge.ping`` (any queue; the caller picks it): who answered, from which queue, with which
   software. Used by ``hpc2edge ping`` / ``status`` and to check routing.
-- ``hpc2edge.train`` (queue ``train``) and ``hpc2edge.measure`` (queue ``edge``): reserved names,
-  routed in :mod:`hpc2edge.celery`, implemented by the training and latency issues.
+- ``hpc2edge.measure`` (queue ``edge``): a latency measurement of an ONNX model fetched from the
+  artifact store by key (:func:`hpc2edge.latency.service.measure_request`). Bad input comes back
+  as a result with a typed error; the worker goes on serving.
+- ``hpc2edge.train`` (queue ``train``): reserved name, routed in :mod:`hpc2edge.celery`,
+  implemented by the training issue.
 
 Nothing heavy is imported here: this module loads on a Jetson without torch.
 """
@@ -18,11 +21,16 @@ import platform
 import socket
 import time
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
 
 import hpc2edge
+from hpc2edge.config import Settings
+from hpc2edge.errors import MeasurementError
+
+if TYPE_CHECKING:
+    from hpc2edge.latency.base import LatencyBackend
 
 #: Distributions whose versions a worker reports (absent ones are reported as None).
 REPORTED_PACKAGES = (
@@ -76,3 +84,46 @@ def ping(self: Task) -> dict[str, Any]:
     info = self.request.delivery_info or {}
     queue = info.get("routing_key") or info.get("queue")
     return describe_worker(self.request.hostname or socket.gethostname(), queue)
+
+
+@functools.lru_cache(maxsize=4)
+def _backend(name: str, settings: Settings) -> LatencyBackend:
+    """One backend per worker process and name: sessions, CUDA context and caches are reused."""
+    from hpc2edge.latency import get_backend
+
+    edge = settings.edge
+    options: dict[str, Any] = {}
+    if name == "onnxruntime":
+        options = {"intra_op_threads": edge.intra_op_threads}
+    elif name == "tensorrt":
+        options = {"cache_dir": edge.cache_dir or settings.state_dir / "cache"}
+    elif name == "table":
+        if edge.table is None:
+            raise MeasurementError("the table backend needs edge.table in the worker's config")
+        options = {"table": edge.table}
+    return get_backend(name, **options)
+
+
+@functools.lru_cache(maxsize=1)
+def _artifact_store(settings: Settings) -> Any:
+    from hpc2edge import broker
+    from hpc2edge.artifacts import RedisArtifactStore
+
+    return RedisArtifactStore(
+        broker.client(settings, retries=3), max_bytes=settings.edge.artifact_max_mib * 2**20
+    )
+
+
+@shared_task(name="hpc2edge.measure", bind=True)
+def measure(self: Task, request: dict[str, Any]) -> dict[str, Any]:
+    """Measure the latency of the ONNX model in ``request`` on this device (a LatencyResult)."""
+    from hpc2edge.latency.service import measure_request
+
+    settings: Settings = self.app.settings
+
+    def backend_for(name: str | None) -> LatencyBackend:
+        return _backend(name or settings.edge.backend, settings)
+
+    result = measure_request(request, fetch=_artifact_store(settings).get, backend_for=backend_for)
+    result["worker"] = self.request.hostname
+    return result
