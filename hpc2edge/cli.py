@@ -306,9 +306,14 @@ def ping_cmd(ctx: click.Context, queue: str, timeout_s: float, as_json: bool) ->
 
 def _register_lazy_commands() -> None:
     # Commands of other subsystems live beside their code; their modules import nothing heavy.
+    from hpc2edge.data.cli import data_group
     from hpc2edge.latency.cli import measure_cmd
+    from hpc2edge.space.cli import export_cmd, space_group
 
+    cli.add_command(data_group)
     cli.add_command(measure_cmd)
+    cli.add_command(space_group)
+    cli.add_command(export_cmd)
 
 
 _register_lazy_commands()
