@@ -100,8 +100,9 @@ def _package_version(name: str) -> str | None:
 
 def _redis_server_version(executable: str) -> str:
     """The first line of ``redis-server --version`` (e.g. ``Redis server v=7.0.15 sha=...``)."""
-    out = subprocess.run([executable, "--version"], capture_output=True, text=True, check=True,
-                         timeout=10)
+    out = subprocess.run(
+        [executable, "--version"], capture_output=True, text=True, check=True, timeout=10
+    )
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
 
 
@@ -211,11 +212,13 @@ def run_benchmark(n: int, warmup: int, state_dir: Path) -> dict[str, Any]:
     from hpc2edge.celery import make_app
     from hpc2edge.config import load_settings
 
-    settings = load_settings(environ={
-        "HPC2EDGE_STATE_DIR": str(state_dir),
-        # A free port, so the shared Redis on 6379 (or anything else) is never touched.
-        "HPC2EDGE_BROKER_PORT": str(broker.free_port()),
-    })
+    settings = load_settings(
+        environ={
+            "HPC2EDGE_STATE_DIR": str(state_dir),
+            # A free port, so the shared Redis on 6379 (or anything else) is never touched.
+            "HPC2EDGE_BROKER_PORT": str(broker.free_port()),
+        }
+    )
     machine = describe_machine(broker.find_redis_server())
     try:
         # prepare() returns the settings of this role (orchestrator, the default) with the
@@ -230,7 +233,8 @@ def run_benchmark(n: int, warmup: int, state_dir: Path) -> dict[str, Any]:
             tls_version = broker.tls_version(client)
             samples_ms = measure_interleaved(
                 {"task": lambda: task_round_trip_ms(app), "ping": lambda: redis_ping_ms(client)},
-                n=n, warmup=warmup,
+                n=n,
+                warmup=warmup,
             )
         finally:
             client.close()
@@ -287,13 +291,19 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"{'':34}{'n':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}",
     ]
-    for label, s in (("celery task round trip (edge)", task_ms),
-                     ("redis PING, same TLS connection", ping_ms)):
-        lines.append(f"{label:34}{report['n']:>6}{s['p50']:>10.3f}{s['p90']:>10.3f}"
-                     f"{s['p99']:>10.3f}{s['mean']:>10.3f}")
-    lines.append(f"{'ratio task / ping':34}{'':>6}{report['ratio_p50']:>9.1f}x"
-                 f"{report['ratio_p90']:>9.1f}x{report['ratio_p99']:>9.1f}x"
-                 f"{report['ratio_mean']:>9.1f}x")
+    for label, s in (
+        ("celery task round trip (edge)", task_ms),
+        ("redis PING, same TLS connection", ping_ms),
+    ):
+        lines.append(
+            f"{label:34}{report['n']:>6}{s['p50']:>10.3f}{s['p90']:>10.3f}"
+            f"{s['p99']:>10.3f}{s['mean']:>10.3f}"
+        )
+    lines.append(
+        f"{'ratio task / ping':34}{'':>6}{report['ratio_p50']:>9.1f}x"
+        f"{report['ratio_p90']:>9.1f}x{report['ratio_p99']:>9.1f}x"
+        f"{report['ratio_mean']:>9.1f}x"
+    )
     lines += [
         "",
         f"dispatch p50 {task_ms['p50']:.2f} ms vs {_thousands(report['polling_interval_ms'])} ms "
@@ -310,12 +320,22 @@ def render(report: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=500,
-                        help="timed round trips per series (default: 500, at least 2)")
-    parser.add_argument("--warmup", type=int, default=20,
-                        help="untimed warm-up round trips per series (default: 20)")
-    parser.add_argument("--json", type=Path, default=None, metavar="OUT",
-                        help="also write the figures as JSON to OUT")
+    parser.add_argument(
+        "--n", type=int, default=500, help="timed round trips per series (default: 500, at least 2)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=20,
+        help="untimed warm-up round trips per series (default: 20)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="also write the figures as JSON to OUT",
+    )
     args = parser.parse_args(argv)
     if args.n < 2:
         parser.error("--n must be at least 2 (percentiles need two samples)")
