@@ -58,6 +58,9 @@ format: setup
 
 bench: setup
 	$(PY) bench/dispatch.py --n 500
+	$(PY) bench/repeatability.py --runs 5
+	$(PY) bench/loader.py
+	$(PY) bench/models.py --repeats 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
