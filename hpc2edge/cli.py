@@ -309,11 +309,13 @@ def _register_lazy_commands() -> None:
     from hpc2edge.data.cli import data_group
     from hpc2edge.latency.cli import measure_cmd
     from hpc2edge.space.cli import export_cmd, space_group
+    from hpc2edge.training.cli import train_cmd
 
     cli.add_command(data_group)
     cli.add_command(measure_cmd)
     cli.add_command(space_group)
     cli.add_command(export_cmd)
+    cli.add_command(train_cmd)
 
 
 _register_lazy_commands()

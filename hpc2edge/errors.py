@@ -20,6 +20,7 @@ and the CLI handle one family::
     ├── MeasurementError     a latency measurement could not be made (bad model, precision, device)
     │   ├── EngineBuildError     TensorRT could not build an engine from the ONNX model
     │   └── OutputMismatch       the model's outputs disagree with the reference outputs
+    ├── TrainingError        a training run failed: crash, OOM, kill, timeout, NaN loss (log tail)
     └── TaskError            a task failed on a worker; carries the remote type name and message
 
 Bad arguments to a function raise ``ValueError`` as usual. The CLI turns any ``Hpc2EdgeError``
@@ -105,6 +106,13 @@ class EngineBuildError(MeasurementError):
 
 class OutputMismatch(MeasurementError):
     """The measured model's outputs differ from the reference outputs beyond the tolerance."""
+
+
+class TrainingError(Hpc2EdgeError):
+    """A training run failed: its process crashed, was killed (OOM), timed out, or diverged.
+
+    The message ends with the tail of the training log when there is one.
+    """
 
 
 class TaskError(Hpc2EdgeError):

@@ -7,8 +7,10 @@ Registered names are the contract between orchestrator and workers:
 - ``hpc2edge.measure`` (queue ``edge``): a latency measurement of an ONNX model fetched from the
   artifact store by key (:func:`hpc2edge.latency.service.measure_request`). Bad input comes back
   as a result with a typed error; the worker goes on serving.
-- ``hpc2edge.train`` (queue ``train``): reserved name, routed in :mod:`hpc2edge.celery`,
-  implemented by the training issue.
+- ``hpc2edge.train`` (queue ``train``): train one candidate in a child process
+  (:func:`hpc2edge.training.service.train_request`) and return its ``TrainResult``, or a result
+  with a typed error. Idempotent by ``trial_key``: a redelivered task whose result this worker
+  recorded returns it without training again (``"cached": true``).
 
 Nothing heavy is imported here: this module loads on a Jetson without torch.
 """
@@ -125,5 +127,30 @@ def measure(self: Task, request: dict[str, Any]) -> dict[str, Any]:
         return _backend(name or settings.edge.backend, settings)
 
     result = measure_request(request, fetch=_artifact_store(settings).get, backend_for=backend_for)
+    result["worker"] = self.request.hostname
+    return result
+
+
+@shared_task(name="hpc2edge.train", bind=True, acks_late=True, reject_on_worker_lost=True)
+def train(self: Task, request: dict[str, Any]) -> dict[str, Any]:
+    """Train the candidate in ``request`` on this node (a TrainResult dict, or a typed error).
+
+    Time limits come from ``worker.train_time_limit_s`` (``task_annotations``); the child is
+    killed a minute before the soft limit, so the worker reports a typed error in time.
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from hpc2edge.errors import TrainingError
+    from hpc2edge.training.service import error_result, train_request
+
+    settings: Settings = self.app.settings
+    limit_s = settings.worker.train_time_limit_s
+    try:
+        result = train_request(
+            request, state_dir=settings.state_dir, time_limit_s=max(1, limit_s - 120)
+        )
+    except SoftTimeLimitExceeded:
+        # The launcher has already killed the child's process group on the way out.
+        result = error_result(TrainingError(f"time limit of {limit_s} s exceeded"), request)
     result["worker"] = self.request.hostname
     return result

@@ -1,0 +1,72 @@
+"""``hpc2edge.train`` through the real TLS broker and the real ``-Q train`` worker (role hpc).
+
+The worker trains in a child process and returns the same numbers, bit for bit, as the same
+request trained here; a redelivered trial comes back from the worker's result store; bad input
+and a diverging training come back as typed errors, and the worker serves the next task.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hpc2edge.celery import make_app
+from hpc2edge.training.service import train_request
+from hpc2edge.training.testing import TINY_SPEC, make_tiny_data, tiny_request
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp("train-task-data"))
+
+
+@pytest.fixture(scope="module")
+def app(broker_stack):
+    app = make_app(broker_stack.settings)
+    yield app
+    app.close()
+
+
+def _train(app, request):
+    result = app.send_task("hpc2edge.train", args=[request])  # routed to "train" by name
+    try:
+        return result.get(timeout=TIMEOUT_S)
+    finally:
+        result.forget()
+
+
+def test_train_through_the_broker_matches_a_local_run(broker_stack, workers, app, data, tmp_path):
+    request = tiny_request(data, trial_key="it-train-1")
+    remote = _train(app, request)
+    assert remote["status"] == "ok", remote["error"]
+    assert remote["worker"] == "train@test"
+    assert remote["engine"] == "single" and remote["world_size"] == 1
+    assert remote["val_mse"] < remote["val_mse_constant"]
+    local = train_request(request, state_dir=tmp_path)
+    for key in ("val_mse", "val_mse_per_epoch", "train_loss_per_epoch", "checkpoint_sha256"):
+        assert remote[key] == local[key], key
+    # The checkpoint lives on the worker's node, in its state dir.
+    assert remote["checkpoint_path"].startswith(str(broker_stack.state_dir.resolve()))
+
+    again = _train(app, request)  # what a redelivery after a lost worker would do
+    assert again["cached"] is True and again["val_mse"] == remote["val_mse"]
+
+
+def test_failures_are_typed_errors_and_the_worker_keeps_serving(workers, app, data):
+    bad_spec = {**TINY_SPEC, "params": {**TINY_SPEC["params"], "channels": [7]}}
+    cases = [
+        ({**tiny_request(data, trial_key="it-bad"), "spec": bad_spec}, "ValueError"),
+        (tiny_request(data, trial_key="it-nan", lr=1e30), "TrainingError"),
+        (tiny_request(["/nowhere/C027.hdf5"], trial_key="it-nodata"), "DataError"),
+        ("not a request", "ValueError"),
+    ]
+    for request, expected in cases:
+        result = _train(app, request)
+        assert result["status"] == "error"
+        assert result["error"]["type"] == expected, result["error"]
+        assert result["worker"] == "train@test"
+    ok = _train(app, tiny_request(data, trial_key="it-after-errors", epochs=1))
+    assert ok["status"] == "ok", ok["error"]
