@@ -115,7 +115,8 @@ def train_cmd(
         from hpc2edge.space.base import ArchSpec
 
         spec = ArchSpec.from_json(spec_file.read_text())
-    paths = [str(p) for p in expand_paths([Path(p) for p in data_paths])]
+    # Absolute: the training runs in a child process whose working folder is its run folder.
+    paths = [str(p.resolve()) for p in expand_paths([Path(p) for p in data_paths])]
     request = {
         # A fresh key per call: the CLI always trains (the result store is for redeliveries).
         "trial_key": f"cli-{spec.arch_id[:12]}-{os.getpid()}-{time.time_ns()}",

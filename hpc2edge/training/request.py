@@ -303,6 +303,11 @@ def _data(value: Any, problems: list[str], v: _Validator) -> DataRequest:
         if isinstance(value, dict):
             problems.append("data.paths: expected 1-1000 non-empty path strings")
         paths = []
+    elif not all(p.startswith("/") for p in paths):
+        # The training runs in a child process in its own run folder, on a node whose working
+        # folder the sender does not know: only absolute paths mean the same thing there.
+        problems.append("data.paths: must be absolute paths on the training node")
+        paths = []
     test_objects = obj.get("test_objects")
     if test_objects is not None and not (
         isinstance(test_objects, list) and all(isinstance(o, str) and o for o in test_objects)

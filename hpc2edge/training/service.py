@@ -105,6 +105,8 @@ def train_request(
     from hpc2edge.training.launcher import launch
 
     started = time.time()
+    # The child runs in its run folder: every path it is given must be absolute.
+    state_dir = Path(state_dir).resolve()
     try:
         req = TrainRequest.from_json(request)
     except ValueError as exc:

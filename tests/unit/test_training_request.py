@@ -209,3 +209,10 @@ def test_early_stop_waits_for_patience_epochs_without_improvement():
     ]
     never = EarlyStop(None)
     assert not any(never.update(1.0) for _ in range(10))
+
+
+def test_relative_data_paths_are_refused(tmp_path):
+    # The child trains in its own run folder: a relative path would point somewhere else there.
+    result = train_request(tiny_request(["data/C027.hdf5"]), state_dir=tmp_path)
+    assert result["error"]["type"] == "ValueError"
+    assert "absolute" in result["error"]["message"]

@@ -187,3 +187,11 @@ def test_deepspeed_asked_for_explicitly_does_not_fall_back(data, tmp_path, broke
     assert result["status"] == "error"
     assert result["error"]["type"] == "TrainingError"
     assert "deepspeed engine could not start" in result["error"]["message"]
+
+
+def test_a_relative_state_dir_works(data, tmp_path, monkeypatch):
+    # The child runs in its run folder; the service hands it absolute paths only.
+    monkeypatch.chdir(tmp_path)
+    result = train_request(tiny_request([str(p) for p in data], epochs=1), state_dir=Path("st"))
+    assert result["status"] == "ok", result.get("error")
+    assert Path(result["checkpoint_path"]).is_absolute()
