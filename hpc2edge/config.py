@@ -35,6 +35,7 @@ The file::
     cache_dir = "cache"                 # TensorRT engines and timing cache
     # table = "recorded.json"           # the table backend's recordings
     artifact_max_mib = 512
+    max_input_mib = 256                 # largest float32 input batch a request may ask for
 
 Relative paths in a file are relative to that file's folder; built-in defaults are relative to
 ``state_dir``, laid out as ``hpc2edge up`` and ``hpc2edge tls init`` create them, so a local stack
@@ -112,6 +113,7 @@ class EdgeSettings:
     cache_dir: Path | None = None
     table: Path | None = None
     artifact_max_mib: int = 512
+    max_input_mib: int = 256
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,8 @@ class Settings:
             out.append("edge.intra_op_threads: must be >= 0 (0: all cores)")
         if e.artifact_max_mib <= 0:
             out.append("edge.artifact_max_mib: must be positive")
+        if e.max_input_mib <= 0:
+            out.append("edge.max_input_mib: must be positive")
         return out
 
     def file_problems(self) -> list[str]:
@@ -300,7 +304,8 @@ def load_settings(
         raw = _read_toml(file_path)
         base_dir = file_path.resolve().parent
         source = str(file_path)
-        if "password" in raw.get("broker", {}):
+        broker_table = raw.get("broker")
+        if isinstance(broker_table, dict) and "password" in broker_table:
             problems.append(
                 "broker.password: secrets are not allowed in the config file; "
                 f"use broker.password_file or {ENV_PASSWORD}"
@@ -354,7 +359,8 @@ def load_settings(
         given = sections[section].get(key)
         if given is None:
             return None if default is None else state_dir / default
-        from_file = key in raw.get(section, {})
+        table = raw.get(section)
+        from_file = isinstance(table, dict) and key in table
         if not given.is_absolute() and from_file and base_dir is not None:
             return base_dir / given
         return given

@@ -126,7 +126,18 @@ def measure(self: Task, request: dict[str, Any]) -> dict[str, Any]:
     def backend_for(name: str | None) -> LatencyBackend:
         return _backend(name or settings.edge.backend, settings)
 
-    result = measure_request(request, fetch=_artifact_store(settings).get, backend_for=backend_for)
+    def fetch(key: str) -> bytes:
+        # Connecting inside the measurement: an unreachable store is a typed error result too.
+        data: bytes = _artifact_store(settings).get(key)
+        return data
+
+    result = measure_request(
+        request,
+        fetch=fetch,
+        backend_for=backend_for,
+        time_limit_s=settings.worker.measure_time_limit_s,
+        max_input_bytes=settings.edge.max_input_mib * 2**20,
+    )
     result["worker"] = self.request.hostname
     return result
 

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hpc2edge.errors import MeasurementError
+from hpc2edge.errors import Hpc2EdgeError, MeasurementError
 from hpc2edge.latency import protocol as protocol_mod
 from hpc2edge.latency.protocol import Clock, Protocol, ProtocolRun, TimedCall
 
@@ -191,8 +191,17 @@ class LatencyBackend(abc.ABC):
                 f"batch size {batch_size} was not prepared (prepared: {list(prepared.batch_sizes)})"
             )
         clock = clock or self._clock(prepared, batch_size)
-        compute = protocol_mod.run(self._compute_call(prepared, batch_size), protocol, clock)
-        end_to_end = protocol_mod.run(self._end_to_end_call(prepared, batch_size), protocol, clock)
+        try:
+            compute = protocol_mod.run(self._compute_call(prepared, batch_size), protocol, clock)
+            end_to_end = protocol_mod.run(
+                self._end_to_end_call(prepared, batch_size), protocol, clock
+            )
+        except Hpc2EdgeError:
+            raise
+        except Exception as exc:  # the runtime's own errors (ORT, CUDA, out of memory), translated
+            raise MeasurementError(
+                f"{self.name} failed while timing batch {batch_size}: {type(exc).__name__}: {exc}"
+            ) from exc
         return BatchMeasurement(batch_size=batch_size, compute=compute, end_to_end=end_to_end)
 
     def release(self, prepared: Prepared) -> None:  # noqa: B027 - optional hook, default no-op

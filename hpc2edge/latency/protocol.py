@@ -14,8 +14,12 @@ stream, or a blocking ONNX Runtime call). The protocol decides how often to call
    ``check_every`` runs (or every 5 % more runs, whichever is more: checking sorts the samples,
    and a fast model on a GPU takes 10^5 samples in seconds), stop once the 95 % CI of the median
    is within ``target_rel_ci`` of the median (2 % by default), or at ``max_runs`` /
-   ``max_time_s``. The result says which rule
-   stopped it, so a measurement that never converged is visible, not hidden.
+   ``max_time_s``. The result says which rule stopped it, so a measurement that never
+   converged is visible, not hidden.
+
+``max_time_s`` bounds warm-up and timing each, even below ``min_runs``: a model that takes
+seconds per inference gets fewer samples (visible in ``n`` and ``stopped_by``), never an
+unbounded task on a device that serves one measurement at a time.
 
 Wall-clock pacing uses an injected clock, so the protocol is unit-tested with a fake clock and a
 fake timed call that returns known samples.
@@ -23,6 +27,7 @@ fake timed call that returns known samples.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -50,6 +55,24 @@ class Protocol:
 
     def __post_init__(self) -> None:
         problems = []
+        for name in (
+            "warmup_min_s",
+            "min_time_s",
+            "max_time_s",
+            "cooldown_timeout_s",
+            "target_rel_ci",
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"invalid protocol: {name} must be a finite number")
+        for name in ("warmup_min_runs", "min_runs", "max_runs", "check_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"invalid protocol: {name} must be an integer")
         for name in ("warmup_min_s", "min_time_s", "max_time_s", "cooldown_timeout_s"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
@@ -145,7 +168,7 @@ def run(timed_call: TimedCall, protocol: Protocol, clock: Clock | None = None) -
     warmup_runs = 0
     while (
         warmup_runs < protocol.warmup_min_runs or clock.now() - warmup_start < protocol.warmup_min_s
-    ):
+    ) and (warmup_runs == 0 or clock.now() - warmup_start < protocol.max_time_s):
         timed_call()
         warmup_runs += 1
     warmup_s = clock.now() - warmup_start
@@ -157,7 +180,8 @@ def run(timed_call: TimedCall, protocol: Protocol, clock: Clock | None = None) -
     while len(samples) < protocol.max_runs:
         samples.append(float(timed_call()))
         elapsed = clock.now() - timed_start
-        if elapsed >= protocol.max_time_s and len(samples) >= protocol.min_runs:
+        # max_time_s wins over min_runs: a slow model gets fewer runs, never an unbounded task.
+        if elapsed >= protocol.max_time_s:
             stopped_by = "max_time"
             break
         enough = len(samples) >= protocol.min_runs and elapsed >= protocol.min_time_s

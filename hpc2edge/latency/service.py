@@ -130,10 +130,43 @@ def error_result(exc: BaseException, request: dict[str, Any] | None = None) -> d
     }
 
 
+def check_budget(
+    req: MeasureRequest, *, time_limit_s: float | None, max_input_bytes: int | None
+) -> None:
+    """Refuse a request that could outlast the task's time limit or exhaust device memory.
+
+    The edge worker runs one task at a time (``--pool solo``), which Celery cannot interrupt:
+    these bounds, checked before anything runs, are what keeps one request from blocking or
+    OOM-killing the device (an OOM-killed ``acks_late`` task would come back as a poison pill).
+    """
+    p = req.protocol
+    series = 2 * len(req.batch_sizes)
+    # protocol.run stops warm-up and timing at max_time_s each, and the cool-down gate once.
+    worst_s = p.cooldown_timeout_s + series * (min(p.warmup_min_s, p.max_time_s) + 2 * p.max_time_s)
+    if time_limit_s is not None and worst_s > time_limit_s:
+        raise ValueError(
+            f"protocol: up to {worst_s:.0f} s for {len(req.batch_sizes)} batch size(s), over "
+            f"this worker's measure time limit of {time_limit_s:.0f} s; lower max_time_s, "
+            "warmup_min_s or cooldown_timeout_s, or send fewer batch sizes"
+        )
+    elements = 1
+    for dim in req.input_shape:
+        elements *= dim
+    input_bytes = 4 * elements * max(req.batch_sizes)
+    if max_input_bytes is not None and input_bytes > max_input_bytes:
+        raise ValueError(
+            f"input_shape x batch: {input_bytes / 2**20:.0f} MiB of float32 input, over this "
+            f"device's cap of {max_input_bytes / 2**20:.0f} MiB (edge.max_input_mib)"
+        )
+
+
 def measure_request(
     request: Any,
     fetch: Callable[[str], bytes],
     backend_for: Callable[[str | None], LatencyBackend],
+    *,
+    time_limit_s: float | None = None,
+    max_input_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Measure the model named by ``request``; see the module docstring.
 
@@ -141,12 +174,15 @@ def measure_request(
         request: the decoded task payload.
         fetch: artifact key -> verified bytes (an ``ArtifactStore.get``).
         backend_for: requested backend name (or None for the worker's default) -> backend.
+        time_limit_s: refuse requests whose protocol could run longer than this.
+        max_input_bytes: refuse requests whose largest input batch is bigger than this.
     """
     from hpc2edge.latency import telemetry
 
     started = time.time()
     try:
         req = MeasureRequest.from_json(request)
+        check_budget(req, time_limit_s=time_limit_s, max_input_bytes=max_input_bytes)
     except ValueError as exc:
         return error_result(exc, request)
     try:

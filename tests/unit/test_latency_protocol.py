@@ -135,3 +135,12 @@ def test_protocol_from_json_refuses_unknown_keys():
     assert Protocol.from_json(None) == Protocol()
     with pytest.raises(ValueError, match="warmup_s"):
         Protocol.from_json({"warmup_s": 1})
+
+
+def test_a_slow_model_stops_at_max_time_even_below_min_runs():
+    dev = FakeDevice([5500.0])  # 5.5 s an inference, as a Swin on a laptop CPU
+    p = Protocol(warmup_min_s=1.0, warmup_min_runs=10, min_runs=50, min_time_s=2.0, max_time_s=30.0)
+    result = run(dev.call, p, dev.clock())
+    assert result.warmup_runs == 6  # warm-up is bounded by max_time_s too
+    assert result.stopped_by == "max_time" and result.stats.n == 6
+    assert result.warmup_s + result.timed_s < 2 * 30.0 + 2 * 5.5

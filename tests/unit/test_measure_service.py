@@ -183,3 +183,45 @@ def test_an_error_lists_every_problem(store):
     )
     for field in ("arch_id", "artifact_key", "input_shape", "batch_sizes", "precision"):
         assert field in message
+
+
+def test_a_protocol_that_could_outlast_the_time_limit_is_refused(store):
+    key = store.put(MODEL.onnx_bytes)
+    slow = {**QUICK, "max_time_s": 600.0}
+    backend = get_backend("onnxruntime", intra_op_threads=1)
+    result = measure_request(
+        _request(key, protocol=slow),
+        fetch=store.get,
+        backend_for=lambda name: backend,
+        time_limit_s=1800,
+    )
+    kind, message = _error(result)
+    assert kind == "ValueError" and "time limit" in message
+
+
+def test_an_input_too_large_for_the_device_is_refused_before_allocating(store):
+    key = store.put(MODEL.onnx_bytes)
+    backend = get_backend("onnxruntime", intra_op_threads=1)
+    result = measure_request(
+        _request(key, batch_sizes=[4096]),
+        fetch=store.get,
+        backend_for=lambda name: backend,
+        max_input_bytes=1 << 20,
+    )
+    kind, message = _error(result)
+    assert kind == "ValueError" and "MiB" in message
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_time_s": float("nan")},
+        {"min_runs": 2.5},
+        {"warmup_min_s": "1"},
+        {"max_time_s": float("inf")},
+    ],
+)
+def test_non_finite_or_mistyped_protocol_values_are_refused(store, bad):
+    key = store.put(MODEL.onnx_bytes)
+    kind, _ = _error(_run(store, _request(key, protocol={**QUICK, **bad})))
+    assert kind == "ValueError"
