@@ -58,6 +58,23 @@ class LaunchPlan:
     gpus: int
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere).
+
+    Used in the launched child (through ``preexec_fn``) and in every rank (``worker_main``), so
+    that neither torchrun nor its ranks outlive a worker killed by a signal.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def visible_gpus(environ: Mapping[str, str]) -> int:
     """Number of NVIDIA GPUs this node shows us, without importing torch or touching CUDA."""
     visible = environ.get("CUDA_VISIBLE_DEVICES")
@@ -227,6 +244,9 @@ def launch(
             env=env,
             cwd=run_dir,
             start_new_session=True,  # its own process group: killable as a whole
+            # If the worker's pool process dies by a signal (no `finally` runs then), the
+            # training must not live on holding GPUs: the kernel kills it with its parent.
+            preexec_fn=die_with_parent,
         )
         try:
             while proc.poll() is None:

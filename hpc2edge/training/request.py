@@ -303,7 +303,7 @@ def _data(value: Any, problems: list[str], v: _Validator) -> DataRequest:
         if isinstance(value, dict):
             problems.append("data.paths: expected 1-1000 non-empty path strings")
         paths = []
-    elif not all(p.startswith("/") for p in paths):
+    elif not all(str(p).startswith("/") for p in paths or []):
         # The training runs in a child process in its own run folder, on a node whose working
         # folder the sender does not know: only absolute paths mean the same thing there.
         problems.append("data.paths: must be absolute paths on the training node")

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpc2edge.errors import DataError, Hpc2EdgeError
+from hpc2edge.errors import DataError, Hpc2EdgeError, TrainingError
 from hpc2edge.training.request import TrainRequest
 
 RESULT_FORMAT = "hpc2edge-train-result/1"
@@ -136,6 +136,8 @@ def train_request(
         )
     except (Hpc2EdgeError, ValueError) as exc:
         return error_result(exc, request)
+    except (OSError, KeyError) as exc:  # the node's disk, or a child's malformed report
+        return error_result(TrainingError(f"{type(exc).__name__}: {exc}"), request)
     out = {
         "format": RESULT_FORMAT,
         "status": "ok",

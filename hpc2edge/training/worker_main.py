@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m hpc2edge.training.worker_main PLAN.json OUT.json", file=sys.stderr)
         return 2
     plan_path, out = Path(args[0]), Path(args[1])
+    from hpc2edge.training.launcher import die_with_parent
+
+    die_with_parent()  # a rank never outlives torchrun (or the worker, with one rank)
     rank = int(os.environ.get("RANK", "0"))
     try:
         from hpc2edge.training.loop import DistInfo, run_rank

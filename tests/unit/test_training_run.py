@@ -195,3 +195,42 @@ def test_a_relative_state_dir_works(data, tmp_path, monkeypatch):
     result = train_request(tiny_request([str(p) for p in data], epochs=1), state_dir=Path("st"))
     assert result["status"] == "ok", result.get("error")
     assert Path(result["checkpoint_path"]).is_absolute()
+
+
+def test_the_training_dies_with_a_worker_killed_by_a_signal(data, tmp_path):
+    # A Celery pool process killed by SIGKILL runs no `finally`: the kernel must take the
+    # training child with it (PR_SET_PDEATHSIG), or it would hold the node's GPUs on its own.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    request = tiny_request([str(p) for p in data], epochs=500, trial_key="orphan")
+    code = (
+        "import json, sys; from pathlib import Path\n"
+        "from hpc2edge.training.service import train_request\n"
+        f"train_request(json.loads(sys.argv[1]), state_dir=Path({str(tmp_path)!r}))\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code, json.dumps(request)])
+    runs = tmp_path / "train-runs"
+
+    def children():
+        out = subprocess.run(
+            ["pgrep", "-f", f"worker_main {runs}"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        return [int(pid) for pid in out]
+
+    deadline = time.monotonic() + 60
+    while not children():
+        assert time.monotonic() < deadline and parent.poll() is None, "training never started"
+        time.sleep(0.1)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    leftover = children()
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftover
