@@ -33,9 +33,8 @@ redis-server:
 
 # For now: the local stack up, both queues pinged through the TLS broker, down again.
 demo: setup
-	$(VENV)/bin/hpc2edge up
-	$(VENV)/bin/hpc2edge status
-	$(VENV)/bin/hpc2edge ping --queue edge && $(VENV)/bin/hpc2edge ping --queue train; \
+	$(VENV)/bin/hpc2edge up && $(VENV)/bin/hpc2edge status \
+	  && $(VENV)/bin/hpc2edge ping --queue edge && $(VENV)/bin/hpc2edge ping --queue train; \
 	  rc=$$?; $(VENV)/bin/hpc2edge down; exit $$rc
 
 test: setup

@@ -96,7 +96,28 @@ def alive(record: ProcRecord) -> bool:
         return False
     if record.start_ticks is not None:
         return _start_ticks(record.pid) == record.start_ticks
-    return True
+    # No start time (no /proc, or the process was gone before we read it): compare the
+    # command line instead, and treat a process we cannot identify as not ours.
+    return _command_line(record.pid) == " ".join(record.argv)
+
+
+def _command_line(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["ps", "-o", "args=", "-p", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def _is_zombie(pid: int) -> bool:

@@ -58,10 +58,15 @@ def worker_argv(queue: str) -> list[str]:
 
 def absolute(settings: Settings) -> Settings:
     """``settings`` with every path made absolute (config files written from it stay valid)."""
-    t, b = settings.tls, settings.broker
+    t, b, e = settings.tls, settings.broker, settings.edge
     return replace(
         settings,
         state_dir=settings.state_dir.resolve(),
+        edge=replace(
+            e,
+            cache_dir=e.cache_dir.resolve() if e.cache_dir else None,
+            table=e.table.resolve() if e.table else None,
+        ),
         tls=replace(t, ca_cert=t.ca_cert.resolve(), cert=t.cert.resolve(), key=t.key.resolve()),
         broker=replace(b, password_file=b.password_file.resolve() if b.password_file else None),
     )
@@ -102,8 +107,9 @@ def up(settings: Settings, *, timeout_s: float = 60.0) -> dict[str, Any]:
         record = procs.read(_pid_file(s, name))
         if record is not None and procs.alive(record):
             continue
-        env = dict(os.environ)
-        env.pop("HPC2EDGE_BROKER_PASSWORD", None)
+        # The worker's role config is its whole configuration: no HPC2EDGE_* of the caller's
+        # (a role, a password, a relative state dir) may override it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
         env["HPC2EDGE_CONFIG"] = str(role_config_path(s, role))
         procs.spawn(
             name,
@@ -166,7 +172,8 @@ def ping(settings: Settings, queue: str, *, timeout_s: float = 10.0) -> dict[str
     try:
         with broker.translate_errors(f"ping on queue {queue!r}"):
             t0 = time.perf_counter()
-            result = app.send_task("hpc2edge.ping", queue=queue)
+            # Expires: a ping nobody answered must not wait in the queue ahead of real tasks.
+            result = app.send_task("hpc2edge.ping", queue=queue, expires=timeout_s)
             try:
                 answer: dict[str, Any] = result.get(timeout=timeout_s)
             except CeleryTimeout:

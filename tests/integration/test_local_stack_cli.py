@@ -31,6 +31,7 @@ def test_up_ping_status_down(tmp_path, python):
     _require_redis_server()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
     env["HPC2EDGE_BROKER_PORT"] = str(broker.free_port())
+    env["HPC2EDGE_ROLE"] = "orchestrator"  # the caller's HPC2EDGE_* must not reach the workers
     try:
         up = _run(python, tmp_path, env, "up")
         assert up.returncode == 0, up.stderr

@@ -46,3 +46,19 @@ def test_unreadable_pid_file_is_none(tmp_path):
     (tmp_path / "x.pid").write_text("not json")
     assert procs.read(tmp_path / "x.pid") is None
     assert procs.read(tmp_path / "missing.pid") is None
+
+
+def test_without_a_start_time_the_command_line_decides(tmp_path):
+    record = procs.spawn(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        log=tmp_path / "s.log",
+        pid_file=tmp_path / "s.pid",
+    )
+    try:
+        assert procs.alive(replace(record, start_ticks=None))
+        stranger = replace(record, start_ticks=None, argv=("/usr/bin/something-else",))
+        assert not procs.alive(stranger)
+        assert procs.stop(stranger) is False and procs.alive(record)
+    finally:
+        procs.stop(record)
