@@ -127,3 +127,11 @@ def test_check_reports_missing_files(tmp_path):
 def test_config_file_not_found_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(tmp_path / "missing.toml", environ={})
+
+
+def test_a_section_that_is_not_a_table_is_a_problem_not_a_crash(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("broker = 5\ntls = 'x'\n")
+    assert main(["--config", str(cfg), "config", "show"]) == 2
+    err = capsys.readouterr().err
+    assert "[broker]: expected a table" in err and "Traceback" not in err
