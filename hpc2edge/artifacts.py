@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpc2edge.broker import translate_errors
 from hpc2edge.errors import ArtifactCorrupt, ArtifactError, ArtifactNotFound, ArtifactTooLarge
+from hpc2edge.fsutil import write_atomic
 
 if TYPE_CHECKING:
     import redis
@@ -299,7 +298,7 @@ class DirectoryArtifactStore(ArtifactStore):
             if _file_sha256(path) == hex_digest:
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, data)
+            write_atomic(path, data, durable=True)
         except OSError as exc:
             raise ArtifactError(
                 f"cannot store artifact sha256:{hex_digest} at {path}: {exc}"
@@ -348,36 +347,6 @@ def _file_sha256(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     return digest.hexdigest()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds either nothing or all of it."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; blobs are not secrets
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on folders; the rename itself is still atomic
-    finally:
-        os.close(fd)
 
 
 __all__ = [

@@ -30,7 +30,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpc2edge import config, procs
 from hpc2edge.errors import BrokerError, BrokerUnreachable
+from hpc2edge.fsutil import write_private
 from hpc2edge.tls import ssl_options
 
 if TYPE_CHECKING:
@@ -68,10 +70,7 @@ def render_acl(passwords: dict[str, str], template: str | None = None) -> str:
 def write_acl(path: Path, passwords: dict[str, str]) -> None:
     """Write the rendered ACL file, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(render_acl(passwords))
-    os.chmod(path, 0o600)
+    write_private(path, render_acl(passwords).encode())
 
 
 def ensure_secrets(secrets_dir: Path) -> dict[str, str]:
@@ -163,8 +162,6 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
     Raises:
         BrokerError: redis-server missing, already running, or not answering in time.
     """
-    from hpc2edge import procs
-
     local = LocalBroker(settings.state_dir)
     running = procs.read(local.pid_file)
     if running is not None and procs.alive(running):
@@ -178,7 +175,7 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
             raise BrokerError(
                 f"{tls_dir / name} is missing: run `hpc2edge tls init --dir {tls_dir}`"
             )
-    passwords = ensure_secrets(settings.state_dir / "secrets")
+    passwords = ensure_secrets(config.secrets_dir(settings))
     local.data_dir.mkdir(parents=True, exist_ok=True)
     local.conf_file.write_text(resource_text("redis.conf"))
     write_acl(local.acl_file, passwords)
@@ -186,7 +183,7 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
     record = procs.spawn(
         "broker", command, log=local.log_file, pid_file=local.pid_file, log_mode="a"
     )
-    admin = _as_admin(settings, passwords["admin"])
+    admin = config.for_role(settings, "admin")
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -206,8 +203,6 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
 
 def stop(state_dir: Path, *, timeout_s: float = 10.0) -> bool:
     """Stop the broker started from ``state_dir``; False when none was running."""
-    from hpc2edge import procs
-
     local = LocalBroker(state_dir)
     record = procs.read(local.pid_file)
     if record is None:
@@ -215,18 +210,6 @@ def stop(state_dir: Path, *, timeout_s: float = 10.0) -> bool:
     stopped = procs.stop(record, timeout_s=timeout_s)
     local.pid_file.unlink(missing_ok=True)
     return stopped
-
-
-def _as_admin(settings: Settings, password: str) -> Settings:
-    from dataclasses import replace
-
-    tls_dir = settings.tls.ca_cert.parent
-    return replace(
-        settings,
-        role="admin",
-        broker=replace(settings.broker, username="admin", password=password),
-        tls=replace(settings.tls, cert=tls_dir / "admin.pem", key=tls_dir / "admin-key.pem"),
-    )
 
 
 def client(settings: Settings, *, retries: int = 0, timeout_s: float | None = None) -> redis.Redis:

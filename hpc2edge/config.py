@@ -404,13 +404,19 @@ def load_settings(
     return settings
 
 
+def secrets_dir(settings: Settings) -> Path:
+    """The folder of the roles' password files: beside this role's, else ``<state_dir>/secrets``."""
+    if settings.broker.password_file is not None:
+        return settings.broker.password_file.parent
+    return settings.state_dir / "secrets"
+
+
 def for_role(settings: Settings, role: str) -> Settings:
     """The same broker and folders seen as another role of the local stack (its own cert)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     tls_dir = settings.tls.ca_cert.parent
-    secrets_dir = (settings.broker.password_file or settings.state_dir / "secrets/x").parent
-    pw_file = secrets_dir / f"{role}.password"
+    pw_file = secrets_dir(settings) / f"{role}.password"
     password = pw_file.read_text().strip() if pw_file.is_file() else None
     return replace(
         settings,

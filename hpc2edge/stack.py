@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc2edge import broker, procs, tls
-from hpc2edge.config import Settings, for_role, write_role_config
+from hpc2edge.config import Settings, for_role, secrets_dir, write_role_config
 from hpc2edge.errors import BrokerUnreachable, StackError
 
 WORKER_ROLES = {"train": "hpc", "edge": "edge"}
@@ -79,7 +79,7 @@ def prepare(settings: Settings) -> Settings:
     if not (tls_dir / "ca.pem").exists():
         hosts = [] if s.broker.host in tls.server_names() else [s.broker.host]
         tls.init(tls_dir, hosts)
-    broker.ensure_secrets(s.state_dir / "secrets")
+    broker.ensure_secrets(secrets_dir(s))
     for role in CONFIG_ROLES:
         write_role_config(role_config_path(s, role), for_role(s, role))
     return for_role(s, s.role)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpc2edge.errors import TLSError
+from hpc2edge.fsutil import write_private
 
 if TYPE_CHECKING:
     from hpc2edge.config import TLSSettings
@@ -58,14 +59,6 @@ def _crypto() -> Any:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     return x509, hashes, serialization, ec, ExtendedKeyUsageOID, NameOID
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    # Create with 0600 from the start: a chmod after writing leaves a window where it is readable.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, 0o600)
 
 
 def _name(common_name: str, unit: str) -> Any:
@@ -199,7 +192,7 @@ def _issue(
 ) -> Issued:
     cert, key = _sign(ca[0], ca[1], cn, unit, **kw)
     issued = Issued(cert=directory / f"{stem}.pem", key=directory / f"{stem}-key.pem")
-    _write_private(issued.key, _pem_key(key))
+    write_private(issued.key, _pem_key(key))
     issued.cert.write_bytes(_pem_cert(cert))
     return issued
 
@@ -245,7 +238,7 @@ def init(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(d / "ca-key.pem", _pem_key(ca_key))
+    write_private(d / "ca-key.pem", _pem_key(ca_key))
     (d / "ca.pem").write_bytes(_pem_cert(ca_cert))
     issued = {"ca": Issued(cert=d / "ca.pem", key=d / "ca-key.pem")}
     ca = (ca_cert, ca_key)

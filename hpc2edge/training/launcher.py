@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpc2edge import broker, procs
 from hpc2edge.errors import TrainingError
 from hpc2edge.training.request import TrainRequest
 from hpc2edge.training.result import TrainResult
@@ -121,18 +121,8 @@ def plan_launch(req: TrainRequest, environ: Mapping[str, str]) -> LaunchPlan:
     return LaunchPlan(engine, nproc, allow_fallback=res.engine == "auto", gpus=gpus)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+def log_tail(path: Path) -> str:
+    return procs.tail(path, LOG_TAIL_LINES) or "(no log)"
 
 
 def child_command(plan: LaunchPlan, plan_file: Path, out_file: Path, python: str) -> list[str]:
@@ -146,7 +136,7 @@ def child_command(plan: LaunchPlan, plan_file: Path, out_file: Path, python: str
         "--nnodes=1",
         f"--nproc-per-node={plan.nproc}",
         "--master-addr=127.0.0.1",
-        f"--master-port={free_port()}",
+        f"--master-port={broker.free_port()}",
         "--module",
         *entry,
     ]
@@ -163,7 +153,7 @@ def child_env(
             WORLD_SIZE="1",
             LOCAL_RANK="0",
             MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(free_port()),
+            MASTER_PORT=str(broker.free_port()),
         )
     if plan.engine == "deepspeed":
         if plan.gpus == 0:

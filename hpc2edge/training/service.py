@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from hpc2edge.errors import DataError, Hpc2EdgeError, TrainingError
 from hpc2edge.training.request import TrainRequest
+from hpc2edge.training.worker_main import write_json_atomic
 
 RESULT_FORMAT = "hpc2edge-train-result/1"
 RESULTS_DIR = "train-results"
@@ -62,10 +62,8 @@ class ResultStore:
     def put(self, trial_key: str, request_sha256: str, result: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self._path(trial_key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         record = {"trial_key": trial_key, "request_sha256": request_sha256, "result": result}
-        tmp.write_text(json.dumps(record, sort_keys=True))
-        os.replace(tmp, path)
+        write_json_atomic(path, record)
 
 
 def error_result(exc: BaseException, request: Any = None) -> dict[str, Any]:

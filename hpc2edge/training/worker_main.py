@@ -23,13 +23,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from hpc2edge.fsutil import write_atomic
+
 ENV_KILL_AFTER_STEPS = "HPC2EDGE_TEST_KILL_AFTER_STEPS"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    """``data`` as JSON, all or nothing (the launcher may read while a rank writes)."""
+    write_atomic(path, json.dumps(data, sort_keys=True).encode())
 
 
 def _out_path(out: Path, rank: int) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from hpc2edge import artifacts, broker
+from hpc2edge import artifacts, broker, fsutil
 from hpc2edge.artifacts import (
     ArtifactStore,
     DirectoryArtifactStore,
@@ -398,7 +398,7 @@ def test_directory_failed_write_leaves_no_partial_blob(dir_store, monkeypatch):
     def crash(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifacts.os, "fsync", crash)
+    monkeypatch.setattr(fsutil.os, "fsync", crash)  # the one atomic writer
     with pytest.raises(ArtifactError, match="No space left"):
         dir_store.put(data)
     monkeypatch.undo()

@@ -1,0 +1,59 @@
+"""Writing files so that readers see all of a file or none of it, with the right mode from birth.
+
+One implementation for every file hpc2edge writes that another process may read at the same
+moment or after a crash: private keys and ACL files (0600), artifact blobs, training results and
+the training child's report. The temporary file is created by ``mkstemp`` (mode 0600) in the
+target's folder, so a secret is never readable by others, not even for an instant, and the
+final ``os.replace`` is atomic on POSIX.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically, with permissions ``mode``.
+
+    Args:
+        path: the target; its folder must exist.
+        data: the whole content.
+        mode: the file's permissions (0600 for secrets).
+        durable: also fsync the file and its folder, so the write survives a power cut (for
+            content others rely on, such as artifact blobs); not needed for re-creatable files.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            if durable:
+                os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret (key, password hash file): mode 0600 from creation, atomically."""
+    write_atomic(path, data, mode=0o600)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; the rename itself is still atomic
+    finally:
+        os.close(fd)
