@@ -30,6 +30,11 @@ into one line on stderr and a non-zero exit code (2 for configuration errors), n
 from __future__ import annotations
 
 
+def as_result(exc: BaseException, max_chars: int = 2000) -> dict[str, str]:
+    """An error as it crosses the queue inside a result: its type name and (bounded) message."""
+    return {"type": type(exc).__name__, "message": str(exc)[:max_chars]}
+
+
 class Hpc2EdgeError(Exception):
     """Base class of every error hpc2edge raises on purpose."""
 

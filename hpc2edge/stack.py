@@ -126,20 +126,38 @@ def up(settings: Settings, *, timeout_s: float = 60.0) -> dict[str, Any]:
     return {"started": started, "workers": answers, "state_dir": str(s.state_dir)}
 
 
-def wait_for_worker(settings: Settings, queue: str, *, timeout_s: float) -> dict[str, Any]:
-    """Ping ``queue`` until a worker answers, failing early if our worker process died."""
+def wait_for_worker(
+    settings: Settings,
+    queue: str,
+    *,
+    timeout_s: float,
+    record: procs.ProcRecord | None = None,
+    hostname: str | None = None,
+) -> dict[str, Any]:
+    """Ping ``queue`` until a worker answers (the one called ``hostname``, when given).
+
+    Fails early, with the end of its log, when the worker process of ``record`` (default: the
+    one ``up`` started for ``queue``) has died.
+    """
     deadline = time.monotonic() + timeout_s
-    record = procs.read(_pid_file(settings, f"worker-{queue}"))
+    record = record or procs.read(_pid_file(settings, f"worker-{queue}"))
+
+    def log_end() -> str:
+        return f"; its log ends:\n{procs.tail(record.log, 40)}" if record else ""
+
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise StackError(f"no worker answered on queue {queue!r} within {timeout_s:.0f} s")
+            who = f"worker {hostname} did not answer" if hostname else "no worker answered"
+            raise StackError(f"{who} on queue {queue!r} within {timeout_s:.0f} s{log_end()}")
         if record is not None and not procs.alive(record):
-            raise StackError(f"the {queue} worker exited; its log ends:\n{procs.tail(record.log)}")
+            raise StackError(f"the {queue} worker exited{log_end()}")
         try:
-            return ping(settings, queue, timeout_s=min(5.0, remaining))
+            answer = ping(settings, queue, timeout_s=min(5.0, remaining))
         except StackError:
             continue
+        if hostname is None or answer["hostname"] == hostname:
+            return answer
 
 
 def down(settings: Settings) -> list[str]:

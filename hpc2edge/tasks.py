@@ -22,7 +22,6 @@ import os
 import platform
 import socket
 import time
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
@@ -30,6 +29,7 @@ from celery import Task, shared_task
 import hpc2edge
 from hpc2edge.config import Settings
 from hpc2edge.errors import MeasurementError
+from hpc2edge.versions import versions
 
 if TYPE_CHECKING:
     from hpc2edge.latency.base import LatencyBackend
@@ -51,20 +51,8 @@ REPORTED_PACKAGES = (
 
 @functools.lru_cache(maxsize=1)
 def software_versions() -> dict[str, str | None]:
-    """Versions of Python, hpc2edge and the packages that matter, read from package metadata.
-
-    Metadata, not imports: reporting torch's version must not import torch on an edge worker.
-    """
-    versions: dict[str, str | None] = {
-        "python": platform.python_version(),
-        "hpc2edge": hpc2edge.__version__,
-    }
-    for name in REPORTED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """Versions of Python, hpc2edge and the packages that matter (metadata, not imports)."""
+    return {**versions(REPORTED_PACKAGES), "hpc2edge": hpc2edge.__version__}
 
 
 def describe_worker(hostname: str, queue: str | None) -> dict[str, Any]:

@@ -91,22 +91,14 @@ def start_worker(
 def wait_ready(
     stack_: Stack, queue: str, record: procs.ProcRecord, timeout_s: float = 60.0
 ) -> None:
-    import time
-
     from hpc2edge.errors import StackError
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if not procs.alive(record):
-            pytest.fail(f"worker {record.name} died:\n{procs.tail(record.log, 40)}")
-        try:
-            answer = stack.ping(stack_.settings, queue, timeout_s=3.0)
-        except StackError:
-            answer = {}
-        if answer.get("hostname") == record.name:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"worker {record.name} not ready:\n{procs.tail(record.log, 40)}")
+    try:
+        stack.wait_for_worker(
+            stack_.settings, queue, timeout_s=timeout_s, record=record, hostname=record.name
+        )
+    except StackError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hpc2edge.latency.stats import LatencyStats, median_ci, percentile, summarize
+from hpc2edge.latency.stats import LatencyStats, median_ci_rel_half_width, summarize
 
 TimedCall = Callable[[], float]
 
@@ -134,13 +134,6 @@ class ProtocolRun:
         return out
 
 
-def _ci_rel_half_width(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    lo, hi = median_ci(ordered)
-    median = percentile(ordered, 50.0)
-    return (hi - lo) / 2.0 / median if median > 0 else float("inf")
-
-
 @dataclass
 class Clock:
     """Time source and sleep, injectable for tests."""
@@ -187,7 +180,7 @@ def run(timed_call: TimedCall, protocol: Protocol, clock: Clock | None = None) -
         enough = len(samples) >= protocol.min_runs and elapsed >= protocol.min_time_s
         if enough and len(samples) >= next_check:
             next_check = max(len(samples) + protocol.check_every, int(len(samples) * 1.05))
-            if _ci_rel_half_width(samples) <= protocol.target_rel_ci:
+            if median_ci_rel_half_width(samples) <= protocol.target_rel_ci:
                 stopped_by = "converged"
                 break
     return ProtocolRun(

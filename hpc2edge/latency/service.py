@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hpc2edge.errors import Hpc2EdgeError, MeasurementError, OutputMismatch
+from hpc2edge.errors import Hpc2EdgeError, MeasurementError, OutputMismatch, as_result
 from hpc2edge.latency.base import PRECISIONS, LatencyBackend, Reference
 from hpc2edge.latency.protocol import Protocol
 
@@ -126,7 +126,7 @@ def error_result(exc: BaseException, request: dict[str, Any] | None = None) -> d
         "artifact_key": req.get("artifact_key")
         if isinstance(req.get("artifact_key"), str)
         else None,
-        "error": {"type": type(exc).__name__, "message": str(exc)[:2000]},
+        "error": as_result(exc),
     }
 
 

@@ -55,6 +55,17 @@ def median_ci(sorted_ms: Sequence[float], z: float = Z_95) -> tuple[float, float
     return sorted_ms[lo_rank - 1], sorted_ms[hi_rank - 1]
 
 
+def rel_half_width(ci: tuple[float, float], median: float) -> float:
+    """Half the width of ``ci``, relative to ``median`` (infinite for a zero median)."""
+    return (ci[1] - ci[0]) / 2.0 / median if median > 0 else math.inf
+
+
+def median_ci_rel_half_width(samples: Sequence[float]) -> float:
+    """:func:`rel_half_width` of the median's CI, straight from samples (the stopping rule)."""
+    ordered = sorted(samples)
+    return rel_half_width(median_ci(ordered), percentile(ordered, 50.0))
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     """Summary of one series of timed runs, in milliseconds.
@@ -78,8 +89,7 @@ class LatencyStats:
     @property
     def ci_rel_half_width(self) -> float:
         """Half the width of the median's 95 % CI, relative to the median."""
-        lo, hi = self.ci95_median_ms
-        return (hi - lo) / 2.0 / self.median_ms if self.median_ms > 0 else math.inf
+        return rel_half_width(self.ci95_median_ms, self.median_ms)
 
     def to_json(self, *, with_samples: bool = True) -> dict[str, Any]:
         """A JSON-able dict (tuples become lists)."""

@@ -20,7 +20,6 @@ not required, and could be added as one more optional reader.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import platform
 import re
@@ -31,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from hpc2edge.versions import package_version
 
 ROOT = Path("/")
 #: A device at or above this temperature is reported as (about to be) throttling.
@@ -74,12 +75,6 @@ def _run(args: list[str], timeout_s: float = 5.0) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
-
-
-def _version(dist: str) -> str | None:
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError, ValueError):
-        return importlib.metadata.version(dist)
-    return None
 
 
 # --- identity ---------------------------------------------------------------------------------
@@ -213,9 +208,9 @@ def fingerprint(root: Path = ROOT) -> dict[str, Any]:
         "nvpmodel": _nvpmodel(root),
         "jetson_clocks": _jetson_clocks(root),
         "versions": {
-            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
-            "tensorrt": _version("tensorrt"),
-            "pycuda": _version("pycuda"),
+            "onnxruntime": package_version("onnxruntime") or package_version("onnxruntime-gpu"),
+            "tensorrt": package_version("tensorrt"),
+            "pycuda": package_version("pycuda"),
         },
     }
 

@@ -38,7 +38,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from hpc2edge.errors import DataError, TrainingError
 from hpc2edge.training.request import TrainRequest
 from hpc2edge.training.result import SplitMetrics, TrainResult
+from hpc2edge.versions import versions
 
 SPEED_SCALE_MM_S = 900.0
 POWER_SCALE_W = 215.0
@@ -356,18 +356,6 @@ def _make_scheduler(req: TrainRequest, optimizer: torch.optim.Optimizer) -> Any:
     )
 
 
-def _versions() -> dict[str, str | None]:
-    import platform
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def _device(info: DistInfo) -> torch.device:
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
@@ -569,7 +557,7 @@ def run_rank(
             seed=req.seed,
             checkpoint_path=str(path.resolve()),
             checkpoint_sha256=digest,
-            versions=_versions(),
+            versions=versions(VERSION_PACKAGES),
             test=test,
         )
     if info.world_size > 1 and dist.is_initialized():

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpc2edge.errors import DataError, Hpc2EdgeError, TrainingError
+from hpc2edge.errors import DataError, Hpc2EdgeError, TrainingError, as_result
 from hpc2edge.training.request import TrainRequest
 from hpc2edge.training.worker_main import write_json_atomic
 
@@ -75,7 +75,7 @@ def error_result(exc: BaseException, request: Any = None) -> dict[str, Any]:
         "status": "error",
         "trial_key": key if isinstance(key, str) and len(key) <= 200 else None,
         "cached": False,
-        "error": {"type": type(exc).__name__, "message": str(exc)[:8000]},
+        "error": as_result(exc, max_chars=8000),  # room for the training log's tail
     }
 
 

@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from hpc2edge.errors import as_result
 from hpc2edge.fsutil import write_atomic
 
 ENV_KILL_AFTER_STEPS = "HPC2EDGE_TEST_KILL_AFTER_STEPS"
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except BaseException as exc:  # every failure is reported to the launcher
         traceback.print_exc()
-        error = {"type": type(exc).__name__, "message": str(exc)[:4000]}
+        error = as_result(exc, max_chars=4000)
         write_json_atomic(_out_path(out, rank), {"status": "error", "error": error})
         return 1
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
-import time
 
 import pytest
 
-from hpc2edge import procs, stack
+from hpc2edge import procs
 
-from ..conftest import REPO_ROOT, worker_env
+from ..conftest import REPO_ROOT, wait_ready, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -103,15 +102,8 @@ def test_edge_worker_serves_with_heavy_modules_blocked(broker_stack, workers, bl
         log_mode="w",
     )
     try:
-        answered_by = set()
-        deadline = time.monotonic() + 60
-        while "noheavy@test" not in answered_by:
-            assert procs.alive(record), procs.tail(record.log, 40)
-            assert time.monotonic() < deadline, procs.tail(record.log, 40)
-            try:
-                answered_by.add(stack.ping(broker_stack.settings, "edge", timeout_s=3)["hostname"])
-            except Exception:
-                time.sleep(0.2)
+        # edge@test also serves this queue: ping until the blocked worker itself answered.
+        wait_ready(broker_stack, "edge", record)
         log = procs.tail(record.log, 200)
         assert "blocked by the test" not in log
         assert "Unrecoverable error" not in log
