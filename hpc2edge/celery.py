@@ -19,6 +19,9 @@ Conventions (``../DESIGN.md``, "Celery conventions"), each for a reason:
 - Broker and result backend are ``rediss://`` with CERT_REQUIRED, our CA, the role's client
   certificate and host name checking (:func:`hpc2edge.tls.ssl_options`).
 
+Under ``celery -A hpc2edge flower`` the app also turns Flower's basic auth on and binds it to
+loopback when the command line did not (:func:`hpc2edge.monitor.secure_flower_defaults`).
+
 ``app`` below is what ``celery -A hpc2edge`` finds. It reads its settings lazily, the first time
 Celery needs its configuration, from ``HPC2EDGE_CONFIG`` and ``HPC2EDGE_*`` (the worker command
 is an entry point); importing this module connects to nothing. Code that already holds a
@@ -136,6 +139,11 @@ class Hpc2EdgeCelery(Celery):
     def on_configure(self) -> None:  # type: ignore[override]
         # Celery calls this once, when the configuration is first needed (not at import).
         self.config_from_object(celery_config(self.settings))
+        from hpc2edge import monitor
+
+        if monitor.running_flower():
+            # `celery -A hpc2edge flower` never serves without a password (hpc2edge.monitor).
+            monitor.secure_flower_defaults(self.settings)
 
 
 def make_app(settings: Settings) -> Hpc2EdgeCelery:

@@ -7,7 +7,8 @@
 - one ``edge`` worker (``--pool solo -c 1``: one measurement at a time, CUDA never forked) as the
   ``edge`` role,
 
-each reading its own config file from ``<state_dir>/conf/<role>.toml`` (written here, absolute
+and, with ``--monitor``, Flower as the ``monitor`` role (:mod:`hpc2edge.monitor`); each
+reading its own config file from ``<state_dir>/conf/<role>.toml`` (written here, absolute
 paths, no secret inside) exactly as a remote worker would. Certificates and passwords are created
 on first use. ``down`` stops exactly these processes (see :mod:`hpc2edge.procs`).
 """
@@ -93,8 +94,16 @@ def _pid_file(settings: Settings, name: str) -> Path:
     return settings.state_dir / "run" / f"{name}.pid"
 
 
-def up(settings: Settings, *, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Start broker and workers (those already running are kept) and wait until each answers."""
+def up(
+    settings: Settings,
+    *,
+    timeout_s: float = 60.0,
+    monitor_port: int | None = None,
+) -> dict[str, Any]:
+    """Start broker and workers (those already running are kept) and wait until each answers.
+
+    With ``monitor_port``, also Flower as the monitor role on 127.0.0.1 (:mod:`hpc2edge.monitor`).
+    """
     s = prepare(settings)
     local = broker.LocalBroker(s.state_dir)
     running = procs.read(local.pid_file)
@@ -123,7 +132,14 @@ def up(settings: Settings, *, timeout_s: float = 60.0) -> dict[str, Any]:
     answers = {}
     for queue in WORKER_ROLES:
         answers[queue] = wait_for_worker(s, queue, timeout_s=timeout_s)
-    return {"started": started, "workers": answers, "state_dir": str(s.state_dir)}
+    out: dict[str, Any] = {"started": started, "workers": answers, "state_dir": str(s.state_dir)}
+    if monitor_port is not None:
+        from hpc2edge import monitor
+
+        out["monitor"] = monitor.start_background(s, port=monitor_port, timeout_s=timeout_s)
+        if out["monitor"]["started"]:
+            started.append(monitor.PROCESS_NAME)
+    return out
 
 
 def wait_for_worker(
@@ -162,8 +178,12 @@ def wait_for_worker(
 
 def down(settings: Settings) -> list[str]:
     """Stop the workers, then the broker, started from this state folder. Returns what stopped."""
+    from hpc2edge import monitor
+
     state_dir = settings.state_dir.resolve()
     stopped = []
+    if monitor.stop(state_dir):
+        stopped.append(monitor.PROCESS_NAME)
     for queue in WORKER_ROLES:
         pid_file = state_dir / "run" / f"worker-{queue}.pid"
         record = procs.read(pid_file)
@@ -221,19 +241,22 @@ class Status:
     queue_depths: dict[str, int] = field(default_factory=dict)
     workers: dict[str, list[str]] = field(default_factory=dict)
     local_processes: dict[str, bool] = field(default_factory=dict)
+    monitor_url: str | None = None  # Flower started by `up --monitor`, while it runs
 
 
 def status(settings: Settings, *, timeout_s: float = 2.0) -> Status:
     """Broker reachability and TLS version, queue depths, workers per queue, local processes."""
+    from hpc2edge import monitor
     from hpc2edge.celery import QUEUES, make_app
 
     b = settings.broker
     st = Status(broker=f"{b.host}:{b.port}", user=settings.username, reachable=False)
     run_dir = settings.state_dir / "run"
-    for name in ("broker", *(f"worker-{q}" for q in WORKER_ROLES)):
+    for name in ("broker", *(f"worker-{q}" for q in WORKER_ROLES), monitor.PROCESS_NAME):
         record = procs.read(run_dir / f"{name}.pid")
         if record is not None:
             st.local_processes[name] = procs.alive(record)
+    st.monitor_url = monitor.running_url(settings.state_dir)
     try:
         c = broker.client(settings, timeout_s=timeout_s)
     except BrokerUnreachable as exc:
