@@ -37,6 +37,13 @@ The file::
     artifact_max_mib = 512
     max_input_mib = 256                 # largest float32 input batch a request may ask for
 
+    [search]                            # only read by the orchestrator
+    storage = ""                        # Optuna storage URL; "": sqlite:///<state_dir>/search.db
+    store = ""                          # measurement store URL; "": <state_dir>/measurements.db
+    measure_timeout_s = 1800            # dispatch -> result, queueing included; then retry
+    train_timeout_s = 86400
+    retries = 2                         # extra attempts after a timeout or a transient error
+
 Relative paths in a file are relative to that file's folder; built-in defaults are relative to
 ``state_dir``, laid out as ``hpc2edge up`` and ``hpc2edge tls init`` create them, so a local stack
 needs no file at all.
@@ -50,6 +57,7 @@ masked by :func:`render_masked`. Only entry points read the environment: library
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -117,6 +125,21 @@ class EdgeSettings:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """Where the orchestrator keeps its study and measurements, and how long it waits.
+
+    A database URL may carry a password (``postgresql://user:pw@host/db``): prefer a
+    ``~/.pgpass`` file or the ``HPC2EDGE_SEARCH_STORAGE`` variable; shown URLs are masked.
+    """
+
+    storage: str = ""
+    store: str = ""
+    measure_timeout_s: int = 1800
+    train_timeout_s: int = 24 * 3600
+    retries: int = 2
+
+
+@dataclass(frozen=True)
 class Settings:
     """The effective configuration of one process."""
 
@@ -126,6 +149,7 @@ class Settings:
     tls: TLSSettings = field(default_factory=TLSSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     source: str = field(default="built-in defaults", compare=False)
 
     def problems(self) -> list[str]:
@@ -165,6 +189,16 @@ class Settings:
             out.append("edge.artifact_max_mib: must be positive")
         if e.max_input_mib <= 0:
             out.append("edge.max_input_mib: must be positive")
+        s = self.search
+        for name in ("measure_timeout_s", "train_timeout_s"):
+            if getattr(s, name) <= 0:
+                out.append(f"search.{name}: must be positive")
+        if not 0 <= s.retries <= 10:
+            out.append(f"search.retries: {s.retries} is not in 0-10")
+        for name in ("storage", "store"):
+            url = getattr(s, name)
+            if url and "://" not in url:
+                out.append(f"search.{name}: {url!r} is not a database URL (sqlite:///path, ...)")
         return out
 
     def file_problems(self) -> list[str]:
@@ -194,6 +228,7 @@ _SECTIONS: dict[str, type] = {
     "tls": TLSSettings,
     "worker": WorkerSettings,
     "edge": EdgeSettings,
+    "search": SearchSettings,
 }
 _TOP_LEVEL = ("role", "state_dir")
 _SECRET_KEYS = {("broker", "password")}
@@ -394,6 +429,7 @@ def load_settings(
         tls=TLSSettings(**tls_values),
         worker=WorkerSettings(**sections["worker"]),
         edge=EdgeSettings(**edge_values),
+        search=SearchSettings(**sections["search"]),
         source=source,
     )
     problems.extend(settings.problems())
@@ -445,11 +481,18 @@ def render_masked(settings: Settings) -> str:
                 continue
             if name == "broker" and f.name == "username":
                 value = settings.username
+            if name == "search" and isinstance(value, str):
+                value = mask_url(value)
             if value is None:
                 lines.append(f"# {f.name} is not set")
             else:
                 lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def mask_url(url: str) -> str:
+    """``scheme://user:secret@host/db`` -> ``scheme://user:********@host/db``."""
+    return re.sub(r"(://[^/:@]*):[^@/]*@", rf"\1:{MASK}@", url)
 
 
 def _toml_value(value: Any) -> str:

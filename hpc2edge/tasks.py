@@ -28,7 +28,7 @@ from celery import Task, shared_task
 
 import hpc2edge
 from hpc2edge.config import Settings
-from hpc2edge.errors import MeasurementError
+from hpc2edge.errors import MeasurementError, as_result
 from hpc2edge.versions import versions
 
 if TYPE_CHECKING:
@@ -70,10 +70,25 @@ def describe_worker(hostname: str, queue: str | None) -> dict[str, Any]:
 
 @shared_task(name="hpc2edge.ping", bind=True)
 def ping(self: Task) -> dict[str, Any]:
-    """Answer with this worker's hostname, the queue the message came from and versions."""
+    """Answer with this worker's hostname, the queue the message came from and versions.
+
+    From the ``edge`` queue the answer also carries ``measurement``: the device's and the default
+    backend's fingerprints, which is what the orchestrator needs to look a measurement up in its
+    store before sending anything (:class:`hpc2edge.store.DeviceContext`).
+    """
     info = self.request.delivery_info or {}
     queue = info.get("routing_key") or info.get("queue")
-    return describe_worker(self.request.hostname or socket.gethostname(), queue)
+    answer = describe_worker(self.request.hostname or socket.gethostname(), queue)
+    if queue == "edge":
+        from hpc2edge.latency import telemetry
+
+        settings: Settings = self.app.settings
+        try:
+            backend = _backend(settings.edge.backend, settings).fingerprint()
+        except Exception as exc:  # a broken backend is reported, not a failed ping
+            backend = {"backend": settings.edge.backend, "error": as_result(exc)}
+        answer["measurement"] = {"device": telemetry.fingerprint(), "backend": backend}
+    return answer
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,0 +1,272 @@
+"""How the orchestrator gets work done: over Celery, or in this process for tests and notebooks.
+
+A :class:`Dispatcher` sends a task under a task id the orchestrator chose and records before
+sending (so a restarted orchestrator finds it again), and answers polls without blocking:
+
+- ``submit(kind, payload, task_id, expires_s)``: ``kind`` is ``measure`` or ``train``; the task must
+  not run after ``expires_s`` seconds (a message that waited longer in the queue is dropped by the
+  worker, so a retry never races a stale copy).
+- ``poll(task_id)``: ``None`` while waiting, else an :class:`Outcome`.
+- ``artifacts``: the store the edge fetches models from.
+
+:class:`CeleryDispatcher` is the real one. :class:`InlineDispatcher` runs handlers (plain
+functions: the same ``measure_request`` / ``train_request`` the workers call, or test doubles)
+when first polled; the orchestrator's tests run over it, and the same scenarios run over Celery
+in ``tests/integration``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpc2edge.artifacts import ArtifactStore
+
+KINDS = ("measure", "train")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished task: its result dict, or why there is none.
+
+    ``ok`` is True only when the task returned a result with ``status == "ok"``. A task that
+    returned a typed error (bad input, a failed run) has ``error`` from the result; a task that
+    raised, expired or was lost has ``error`` from the transport.
+    """
+
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    #: True when the failure says nothing about the candidate (expired, lost, broker trouble):
+    #: worth another attempt.
+    transient: bool = False
+
+    @property
+    def reason(self) -> str:
+        if self.error is None:
+            return ""
+        return f"{self.error.get('type', 'Error')}: {self.error.get('message', '')}"
+
+    @classmethod
+    def from_result(cls, result: Any) -> Outcome:
+        if not isinstance(result, dict):
+            return cls(False, None, {"type": "TaskError", "message": f"bad result {result!r:.200}"})
+        if result.get("status") == "ok":
+            return cls(True, result)
+        error = result.get("error") or {"type": "TaskError", "message": "no error given"}
+        return cls(False, result, error, transient=error.get("type") in TRANSIENT_ERRORS)
+
+
+#: Typed errors that say nothing about the candidate: another attempt may succeed.
+TRANSIENT_ERRORS = frozenset({"ArtifactNotFound", "BrokerUnreachable", "BrokerError"})
+
+
+class Dispatcher(abc.ABC):
+    """Sends tasks and answers polls; see the module docstring."""
+
+    artifacts: ArtifactStore
+
+    @abc.abstractmethod
+    def submit(self, kind: str, payload: dict[str, Any], task_id: str, expires_s: float) -> None:
+        """Send ``payload`` as a ``kind`` task with id ``task_id``."""
+
+    @abc.abstractmethod
+    def poll(self, task_id: str) -> Outcome | None:
+        """The task's outcome, or None while it is queued or running."""
+
+    def forget(self, task_id: str) -> None:  # noqa: B027 - optional hook
+        """Drop what is kept about a finished task (its stored result)."""
+
+    def workers(self) -> dict[str, int]:
+        """Live workers per queue, when known (``{}`` otherwise)."""
+        return {}
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages waiting per queue, when known."""
+        return {}
+
+    def probe_edge(self, timeout_s: float) -> dict[str, Any] | None:
+        """The edge's ``hpc2edge.ping`` answer (device and backend fingerprints), or None."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+# --- in-process ---------------------------------------------------------------------------------
+
+Handler = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+
+@dataclass
+class InlineDispatcher(Dispatcher):
+    """Runs ``handlers[kind](payload)`` on the first poll of a task, in this process.
+
+    A handler returning ``None`` models a task nobody answers (a device that is gone): the task
+    stays pending forever and the orchestrator's timeout has to deal with it. ``sent`` records
+    every submission in order, for tests to count.
+    """
+
+    handlers: dict[str, Handler]
+    artifacts: ArtifactStore
+    edge_probe: dict[str, Any] | None = None
+    sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    _pending: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    _done: dict[str, Outcome] = field(default_factory=dict)
+
+    def submit(self, kind: str, payload: dict[str, Any], task_id: str, expires_s: float) -> None:
+        if kind not in self.handlers:
+            raise ValueError(f"no handler for task kind {kind!r}")
+        self.sent.append((kind, task_id, payload))
+        self._pending[task_id] = (kind, payload)
+
+    def poll(self, task_id: str) -> Outcome | None:
+        if task_id in self._done:
+            return self._done[task_id]
+        if task_id not in self._pending:
+            return None  # never sent, or sent by an orchestrator that is gone: nobody answers
+        kind, payload = self._pending[task_id]
+        try:
+            result = self.handlers[kind](payload)
+        except Exception as exc:  # a raising task: what Celery reports as FAILURE
+            del self._pending[task_id]
+            self._done[task_id] = Outcome(False, None, _error(exc))
+            return self._done[task_id]
+        if result is None:
+            return None
+        del self._pending[task_id]
+        self._done[task_id] = Outcome.from_result(result)
+        return self._done[task_id]
+
+    def forget(self, task_id: str) -> None:
+        self._done.pop(task_id, None)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for k, _, _ in self.sent if k == kind)
+
+    def probe_edge(self, timeout_s: float) -> dict[str, Any] | None:
+        return self.edge_probe
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    from hpc2edge.errors import as_result
+
+    return as_result(exc)
+
+
+# --- Celery -------------------------------------------------------------------------------------
+
+
+class CeleryDispatcher(Dispatcher):
+    """Tasks through the broker: ``hpc2edge.measure`` to ``edge``, ``hpc2edge.train`` to ``train``.
+
+    Results are read from the result backend by task id, so an orchestrator restarted with the
+    same study finds the results of tasks its predecessor sent.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        from hpc2edge import broker
+        from hpc2edge.artifacts import RedisArtifactStore
+        from hpc2edge.celery import make_app
+
+        self.settings = settings
+        self.app = make_app(settings)
+        self._client = broker.client(settings, retries=3)
+        self.artifacts = RedisArtifactStore(
+            self._client, max_bytes=settings.edge.artifact_max_mib * 2**20
+        )
+
+    def submit(self, kind: str, payload: dict[str, Any], task_id: str, expires_s: float) -> None:
+        from hpc2edge import broker
+
+        if kind not in KINDS:
+            raise ValueError(f"unknown task kind {kind!r}")
+        with broker.translate_errors(f"sending a {kind} task"):
+            self.app.send_task(
+                f"hpc2edge.{kind}", args=[payload], task_id=task_id, expires=expires_s
+            )
+
+    def poll(self, task_id: str) -> Outcome | None:
+        from celery.result import AsyncResult
+
+        from hpc2edge import broker
+
+        res = AsyncResult(task_id, app=self.app)
+        with broker.translate_errors("reading a task result"):
+            state = res.state
+            if state == "SUCCESS":
+                return Outcome.from_result(res.result)
+            if state == "FAILURE":
+                exc = res.result
+                return Outcome(False, None, _error(exc) if isinstance(exc, BaseException) else None)
+            if state == "REVOKED":
+                # Expired in the queue (or revoked by an operator): nothing ran.
+                err = {"type": "TaskExpired", "message": "the task expired before a worker ran it"}
+                return Outcome(False, None, err, transient=True)
+        return None
+
+    def forget(self, task_id: str) -> None:
+        from celery.result import AsyncResult
+
+        with contextlib.suppress(Exception):  # the result also expires on its own
+            AsyncResult(task_id, app=self.app).forget()
+
+    def workers(self) -> dict[str, int]:
+        from hpc2edge import stack
+
+        st = stack.status(self.settings, timeout_s=2.0)
+        return {q: len(names) for q, names in st.workers.items()}
+
+    def queue_depths(self) -> dict[str, int]:
+        from hpc2edge.celery import QUEUES
+
+        try:
+            return {q: int(self._client.llen(q)) for q in QUEUES}
+        except Exception:
+            return {}
+
+    def probe_edge(self, timeout_s: float) -> dict[str, Any] | None:
+        from hpc2edge import stack
+        from hpc2edge.errors import Hpc2EdgeError
+
+        try:
+            answer = stack.ping(self.settings, "edge", timeout_s=timeout_s)
+        except Hpc2EdgeError:
+            return None
+        return answer
+
+    def close(self) -> None:
+        self._client.close()
+        self.app.close()
+
+
+def local_handlers(
+    state_dir: Any, artifacts: ArtifactStore, *, intra_op_threads: int = 1
+) -> dict[str, Handler]:
+    """The real task functions, in this process: ONNX Runtime measurements and local training.
+
+    What the edge and train workers run, minus the queue: for notebooks, and for tests that need
+    real numbers without a broker. ``state_dir`` holds the training runs.
+    """
+    from pathlib import Path
+
+    from hpc2edge.latency import get_backend
+    from hpc2edge.latency.service import measure_request
+    from hpc2edge.training.service import train_request
+
+    backend = get_backend("onnxruntime", intra_op_threads=intra_op_threads)
+
+    def measure(payload: dict[str, Any]) -> dict[str, Any]:
+        result = measure_request(payload, fetch=artifacts.get, backend_for=lambda _name: backend)
+        result["worker"] = "inline"
+        return result
+
+    def train(payload: dict[str, Any]) -> dict[str, Any]:
+        result = train_request(payload, state_dir=Path(state_dir))
+        result["worker"] = "inline"
+        return result
+
+    return {"measure": measure, "train": train}

@@ -1,0 +1,115 @@
+"""Opening studies: the storage URL, the sampler, and a study that matches its objective.
+
+The study lives in an Optuna RDB storage: a SQLite file under the state dir by default (one host),
+or a PostgreSQL URL when the orchestrator, the dashboard and the report run on several hosts.
+Samplers:
+
+- ``tpe`` (default): Optuna's TPE, multi-objective when the objective is ``pareto``, with
+  ``constant_liar`` so that trials asked while others are in flight spread out, and the latency
+  budget as ``constraints_func``. Sample-efficient at the tens of trials a real search affords.
+- ``nsga2``: NSGA-II with constraints; needs a few generations (population 20 here) to pay off.
+- ``random``: the control the benchmark compares against.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+
+from hpc2edge.search.objectives import Objective, constraints_func
+
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+def default_storage_url(state_dir: Path) -> str:
+    return f"sqlite:///{(state_dir / 'search.db').absolute()}"
+
+
+def storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage; SQLite waits for its lock instead of failing under concurrent writers."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    return optuna.storages.RDBStorage(url)
+
+
+def make_sampler(
+    name: str, objective: Objective, *, seed: int | None, trials: int
+) -> optuna.samplers.BaseSampler:
+    constraints = constraints_func if objective.latency_budget_ms is not None else None
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=max(4, min(10, trials // 3)),
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+            constraints_func=constraints,
+        )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=20, constraints_func=constraints
+        )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"sampler {name!r} is not one of {', '.join(SAMPLERS)}")
+
+
+def open_study(
+    name: str, url: str, objective: Objective, sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
+    """Create the study, or load it to resume; its directions must match ``objective``."""
+    from hpc2edge.search.orchestrator import SearchError
+
+    st = storage(url)
+    study = optuna.create_study(
+        study_name=name,
+        storage=st,
+        directions=[optuna.study.StudyDirection.MINIMIZE] * len(objective.directions),
+        sampler=sampler,
+        load_if_exists=True,
+    )
+    want = [optuna.study.StudyDirection.MINIMIZE] * len(objective.directions)
+    if list(study.directions) != want:
+        raise SearchError(
+            f"study {name!r} has {len(study.directions)} objective(s), objective "
+            f"{objective.name!r} needs {len(want)}: use another --study name"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(objective.metric_names)
+    return study
+
+
+def load_study(name: str, url: str) -> optuna.Study:
+    """An existing study, for reports and dashboards (no sampler needed)."""
+    from hpc2edge.search.orchestrator import SearchError
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage(url))
+    except KeyError as exc:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage(url)))
+        raise SearchError(f"no study {name!r} in {url} (studies: {names or 'none'})") from exc
+
+
+def study_names(url: str) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage(url))]
+
+
+def quiet_optuna() -> None:
+    """Optuna logs every trial at INFO; the orchestrator prints its own progress."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+__all__ = [
+    "SAMPLERS",
+    "default_storage_url",
+    "load_study",
+    "make_sampler",
+    "open_study",
+    "quiet_optuna",
+    "storage",
+    "study_names",
+]

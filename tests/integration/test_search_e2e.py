@@ -1,0 +1,212 @@
+"""The search end to end: the orchestrator over the real TLS broker, the real ``edge`` worker
+(ONNX Runtime on this CPU) and the real ``train`` worker, on synthetic RAISE-LPBF data.
+
+What the workers did is read from their own logs (``Task hpc2edge.measure[<id>] succeeded``)
+and compared with what the orchestrator says it sent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+optuna = pytest.importorskip("optuna")
+
+from hpc2edge import stack  # noqa: E402
+from hpc2edge.celery import make_app  # noqa: E402
+from hpc2edge.search import study as st  # noqa: E402
+from hpc2edge.search.cli import run_search  # noqa: E402
+from hpc2edge.training.testing import make_tiny_data  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+OPTIONS: dict[str, Any] = {
+    "space_name": "cnn3d",
+    "objective": "pareto",
+    "latency_budget_ms": None,
+    "sampler": "random",
+    "seed": 5,
+    "parallel": 2,
+    "latency_first": True,
+    "batch_size": 1,
+    "precision": "fp32",
+    "protocol": "quick",
+    "epochs": 1,
+    "lr": 1e-2,
+    "train_batch_size": 8,
+    "engine": "single",
+    "frames": 8,
+    "size": 41,
+    "test_fraction": 0.25,
+    "baseline": False,
+    "confirm_front": False,
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("search-data")
+    make_tiny_data(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def urls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("search-db")
+    return {
+        "storage_url": f"sqlite:///{folder / 'search.db'}",
+        "store_url": f"sqlite:///{folder / 'measurements.db'}",
+    }
+
+
+def executed(log: str, kind: str, tag: str) -> list[str]:
+    """Task ids of ``kind`` that a worker's log says succeeded, for one study's tag."""
+    text = Path(log).read_text(errors="replace")
+    return re.findall(rf"Task hpc2edge\.{kind}\[(h2e-{re.escape(tag)}-[^\]]+)\] succeeded", text)
+
+
+def tag_of(study: optuna.Study) -> str:
+    return f"{study.user_attrs['search_id']}-{study.study_name}"
+
+
+def test_search_over_the_broker_completes_and_counts_agree(broker_stack, workers, data, urls):
+    summary, study = run_search(
+        broker_stack.settings, study_name="e2e", data=data, trials=4, progress=False,
+        **urls, **OPTIONS,
+    )  # fmt: skip
+    assert summary["trials"] == 4
+    assert summary["failed"] == 0, [t.user_attrs.get("reason") for t in study.trials]
+    assert summary["front"], "a finished search has a non-empty front"
+    tag = tag_of(study)
+    measured = executed(workers.edge.log, "measure", tag)
+    trained = executed(workers.train.log, "train", tag)
+    assert len(measured) == summary["tasks_sent"]["measure"]
+    assert len(trained) == summary["tasks_sent"]["train"] == summary["complete"]
+    for t in study.trials:
+        a = t.user_attrs
+        assert a["latency"]["worker"] == "edge@test"
+        assert a["train"]["worker"] == "train@test"
+        assert a["measure_task"]["id"] in measured
+        assert t.values == [a["val_mse"], a["latency_ms"]]
+
+
+def test_second_study_reuses_measurements(broker_stack, workers, data, urls):
+    # Same sampler and seed as the first test's study: the same networks are asked for. The
+    # device context comes from pinging the edge queue before anything is sent.
+    summary, study = run_search(
+        broker_stack.settings, study_name="e2e-again", data=data, trials=4, progress=False,
+        **urls, **OPTIONS,
+    )  # fmt: skip
+    assert summary["complete"] == 4
+    assert summary["tasks_sent"]["measure"] == 0
+    assert summary["measurements_reused"] == 4
+    assert executed(workers.edge.log, "measure", tag_of(study)) == []
+
+
+def test_tight_budget_sends_no_train_task(broker_stack, workers, data, urls):
+    options = {**OPTIONS, "latency_budget_ms": 1e-6, "seed": 11}
+    summary, study = run_search(
+        broker_stack.settings, study_name="e2e-budget", data=data, trials=3, progress=False,
+        **urls, **options,
+    )  # fmt: skip
+    assert summary["pruned"] == 3
+    assert summary["tasks_sent"]["train"] == 0
+    assert executed(workers.train.log, "train", tag_of(study)) == []
+    for t in study.trials:
+        assert t.user_attrs["constraint_latency_ms"] > 0
+
+
+def test_edge_gone_fails_trials_after_the_timeout_and_the_search_finishes(
+    broker_stack, workers, data, urls
+):
+    app = make_app(broker_stack.settings)
+    control = {"destination": ["edge@test"], "reply": True, "timeout": 5}
+    try:
+        assert app.control.cancel_consumer("edge", **control), "edge worker did not answer"
+        s = broker_stack.settings
+        settings = replace(s, search=replace(s.search, measure_timeout_s=3, retries=1))
+        options = {**OPTIONS, "seed": 21}
+        summary, study = run_search(
+            settings, study_name="e2e-offline", data=data, trials=2, progress=False,
+            **urls, **options,
+        )  # fmt: skip
+    finally:
+        app.control.add_consumer("edge", **control)
+        app.close()
+    assert summary["failed"] == 2
+    for t in study.trials:
+        assert t.user_attrs["reason"].startswith("edge timeout"), t.user_attrs["reason"]
+    # Back online, the device drops the stale messages (they expired) instead of running them.
+    pattern = rf"Discarding revoked task: hpc2edge\.measure\[h2e-{re.escape(tag_of(study))}"
+    deadline = time.monotonic() + 30
+    discarded = 0
+    while time.monotonic() < deadline and discarded < 4:
+        time.sleep(0.5)
+        discarded = len(re.findall(pattern, Path(workers.edge.log).read_text(errors="replace")))
+    assert discarded == 4, "2 trials x 2 attempts, each dropped unrun"
+    assert executed(workers.edge.log, "measure", tag_of(study)) == []
+
+
+def test_resume_after_sigkill(broker_stack, workers, data, urls, tmp_path):
+    """Kill -9 the `hpc2edge search` process mid-search; the same command finishes the study."""
+    config = stack.role_config_path(broker_stack.settings, "orchestrator")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
+    env["HPC2EDGE_CONFIG"] = str(config)
+    argv = [
+        sys.executable, "-m", "hpc2edge.cli", "search", "--study", "e2e-resume",
+        "--data", str(data), "--trials", "4", "--storage", urls["storage_url"],
+        "--sampler", "random", "--seed", "31", "--parallel", "2", "--protocol", "quick",
+        "--epochs", "1", "--lr", "0.01", "--engine", "single", "--frames", "8", "--size", "41",
+        "--test-fraction", "0.25", "--no-baseline",
+    ]  # fmt: skip
+    env["HPC2EDGE_SEARCH_STORE"] = urls["store_url"]
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        first = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    # Wait until a training is in flight, then kill without warning.
+    deadline = time.monotonic() + 180
+    storage = st.storage(urls["storage_url"])
+    in_flight = False
+    while time.monotonic() < deadline and first.poll() is None and not in_flight:
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name="e2e-resume", storage=storage)
+        except KeyError:
+            continue
+        in_flight = any(
+            t.state.name == "RUNNING" and (t.user_attrs.get("train_task") or {}).get("sent")
+            for t in study.get_trials(deepcopy=False)
+        )
+    assert in_flight, log.read_text()[-3000:]
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed = optuna.load_study(study_name="e2e-resume", storage=storage)
+    sent_before = {
+        t.number: t.user_attrs.get("train_task", {}).get("id") for t in killed.get_trials()
+    }
+
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    study = optuna.load_study(study_name="e2e-resume", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(t.state.name == "COMPLETE" for t in study.trials), [
+        t.user_attrs.get("reason") for t in study.trials
+    ]
+    trained = executed(workers.train.log, "train", tag_of(study))
+    originals = [t for t in study.trials if not t.user_attrs.get("duplicate_of")]
+    assert len(trained) == len(set(trained)) == len(originals), "each network trained once"
+    assert len(originals) >= 3, "the resumed sampler does not replay the first asks"
+    for number, task_id in sent_before.items():
+        if task_id:  # in flight at the kill: re-attached, not sent again
+            assert study.trials[number].user_attrs["train_task"]["id"] == task_id
+    assert "Pareto front" in second.stdout

@@ -1,0 +1,345 @@
+"""The orchestrator over the inline dispatcher: real Optuna (SQLite), real measurement store, real
+ONNX export; the device and the trainer are the doubles in ``tests/support/search.py``.
+
+The same scenarios over real Celery workers are in ``tests/integration/test_search_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+optuna = pytest.importorskip("optuna")
+
+from hpc2edge.artifacts import DirectoryArtifactStore  # noqa: E402
+from hpc2edge.search import candidate as cand  # noqa: E402
+from hpc2edge.search import study as st  # noqa: E402
+from hpc2edge.search.dispatch import InlineDispatcher  # noqa: E402
+from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective  # noqa: E402
+from hpc2edge.search.orchestrator import (  # noqa: E402
+    LEASE_ATTR,
+    Orchestrator,
+    SearchConfig,
+    SearchError,
+)
+from hpc2edge.space import get_space  # noqa: E402
+from hpc2edge.space.base import TrainingHParams  # noqa: E402
+from hpc2edge.store import MeasurementStore  # noqa: E402
+from tests.support.search import FakeClock, FakeEdge, FakeTrainer  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
+# Small, fast networks: one or two blocks at 8 x 41 x 41 would still be many; pin the input
+# and let the sampler pick the rest.
+PIN = {"frames": 8, "size": 41}
+
+
+class Harness:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.url = f"sqlite:///{tmp / 'search.db'}"
+        self.store = MeasurementStore(f"sqlite:///{tmp / 'measurements.db'}")
+        self.artifacts = DirectoryArtifactStore(tmp / "artifacts")
+        self.edge = FakeEdge(self.artifacts)
+        self.trainer = FakeTrainer()
+        self.dispatcher = InlineDispatcher(
+            {"measure": self.edge, "train": self.trainer}, self.artifacts
+        )
+        self.clock = FakeClock()
+        self.plan = cand.TrainPlan(("/data/x.hdf5",), TrainingHParams(), epochs=1)
+
+    def orchestrator(
+        self,
+        name: str = "s",
+        *,
+        objective: Objective | None = None,
+        sampler: str = "random",
+        seed: int = 0,
+        **config: Any,
+    ) -> Orchestrator:
+        objective = objective or Objective("pareto")
+        config.setdefault("trials", 6)
+        config.setdefault("parallel", 2)
+        config.setdefault("pin", PIN)
+        config.setdefault("baseline", False)
+        study = st.open_study(
+            name,
+            self.url,
+            objective,
+            st.make_sampler(sampler, objective, seed=seed, trials=config["trials"]),
+        )
+        o = Orchestrator(
+            study,
+            self.dispatcher,
+            get_space("cnn3d"),
+            objective,
+            self.store,
+            self.plan,
+            SearchConfig(**config),
+            clock=self.clock,
+        )
+        return o
+
+    def sent(self, kind: str) -> int:
+        return self.dispatcher.count(kind)
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    st.quiet_optuna()
+    return Harness(tmp_path)
+
+
+def states(study: optuna.Study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def test_search_completes_all_trials_with_a_front(h: Harness) -> None:
+    o = h.orchestrator(trials=8)
+    summary = o.run()
+    assert summary["trials"] == 8
+    assert states(o.study) == {"COMPLETE": 8 - summary["failed"]} or summary["failed"] == 0
+    assert summary["complete"] + summary["pruned"] + summary["failed"] == 8
+    assert summary["front"], "a finished pareto search has a non-empty front"
+    # One measurement and one training per distinct network; duplicates send nothing.
+    distinct = {t.user_attrs["arch_id"] for t in o.study.trials}
+    assert h.sent("measure") == h.sent("train") == len(distinct)
+    for t in o.study.trials:
+        assert t.values == [t.user_attrs["val_mse"], t.user_attrs["latency_ms"]]
+        assert t.user_attrs["measure_task"]["sent"] is True
+    assert LEASE_ATTR not in o.study.user_attrs or o.study.user_attrs[LEASE_ATTR] is None
+
+
+def test_latency_first_never_trains_over_budget(h: Harness) -> None:
+    budget = 0.9  # ms: about half of this space's fake latencies are over it
+    o = h.orchestrator(trials=10, objective=Objective("pareto", budget))
+    summary = o.run()
+    pruned = [t for t in o.study.trials if t.state.name == "PRUNED"]
+    assert pruned, "the budget was chosen so that some networks are over it"
+    for t in pruned:
+        assert t.user_attrs["latency_ms"] > budget
+        assert t.user_attrs[CONSTRAINT_ATTR] > 0
+        assert "over the latency budget" in t.user_attrs["reason"]
+        assert "train_task" not in t.user_attrs
+    train_archs = {cand_id(p) for kind, _, p in h.dispatcher.sent if kind == "train"}
+    assert not train_archs & {t.user_attrs["arch_id"] for t in pruned}
+    assert summary["tasks_sent"]["train"] == h.sent("train")
+    for t in o.front():
+        assert t.user_attrs["latency_ms"] <= budget
+
+
+def cand_id(payload: dict[str, Any]) -> str:
+    from hpc2edge.space.base import ArchSpec
+
+    return ArchSpec.from_dict(payload["spec"]).arch_id
+
+
+def test_no_latency_first_sends_train_before_the_latency_is_known(h: Harness) -> None:
+    o = h.orchestrator(trials=2, parallel=1, latency_first=False)
+    o.start()
+    o.step()  # ask trial 0 and send both of its tasks at once
+    o.step()
+    kinds = [k for k, _, _ in h.dispatcher.sent]
+    assert kinds[:2] == ["measure", "train"]
+    o.run()
+    assert states(o.study) == {"COMPLETE": 2}
+
+
+def test_second_study_reuses_stored_measurements(h: Harness) -> None:
+    first = h.orchestrator("a", trials=5, seed=3)
+    first.dispatcher.edge_probe = None
+    first.run()
+    measured = h.sent("measure")
+    assert measured > 0
+    # The device is known from the first study's results (or the probe): same seed, same asks.
+    h.dispatcher.edge_probe = {"measurement": {"device": _device(), "backend": _backend()}}
+    second = h.orchestrator("b", trials=5, seed=3)
+    summary = second.run()
+    assert h.sent("measure") == measured, "no device time for networks already measured"
+    assert summary["measurements_reused"] == 5
+    for t in second.study.trials:
+        assert t.user_attrs["latency"]["cached"] is True
+
+
+def _device() -> dict[str, Any]:
+    from tests.support.search import DEVICE
+
+    return DEVICE
+
+
+def _backend() -> dict[str, Any]:
+    from tests.support.search import BACKEND
+
+    return BACKEND
+
+
+def test_identical_networks_are_measured_and_trained_once(h: Harness) -> None:
+    # A one-point space: every trial is the same network.
+    pin = {**PIN, "n_blocks": 1, "block1_channels": 8, "block1_kernel_t": 1,
+           "block1_kernel_s": 3, "downsample": "pool", "batch_norm": False,
+           "activation": "relu", "head_width": 32, "head_layers": 1}  # fmt: skip
+    o = h.orchestrator(trials=4, parallel=2, pin=pin)
+    o.run()
+    assert h.sent("measure") == 1 and h.sent("train") == 1
+    trials = o.study.trials
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert len({tuple(t.values) for t in trials}) == 1
+    assert [t.user_attrs.get("duplicate_of") for t in trials[1:]] == ["trial-0"] * 3
+
+
+def test_device_that_never_answers_fails_trials_with_edge_timeout(h: Harness) -> None:
+    h.dispatcher.handlers["measure"] = lambda payload: None  # the device is gone
+    o = h.orchestrator(trials=3, measure_timeout_s=60, retries=1)
+    summary = o.run()
+    assert summary["failed"] == 3
+    for t in o.study.trials:
+        assert t.state.name == "FAIL"
+        assert t.user_attrs["reason"].startswith("edge timeout")
+        assert "2 attempts" in t.user_attrs["reason"]
+    assert h.sent("measure") == 6  # each trial: first attempt + one retry, then given up
+    assert h.sent("train") == 0
+    assert h.clock.now - 1_800_000_000.0 >= 120
+
+
+def test_transient_error_is_retried_after_backoff_and_completes(h: Harness) -> None:
+    real = h.edge
+    failures = {"left": 1}
+
+    def flaky(payload: dict[str, Any]) -> dict[str, Any]:
+        if failures["left"]:
+            failures["left"] -= 1
+            return {"status": "error", "error": {"type": "ArtifactNotFound", "message": "gone"}}
+        return real(payload)
+
+    h.dispatcher.handlers["measure"] = flaky
+    o = h.orchestrator(trials=1, backoff_s=10)
+    o.run()
+    t = o.study.trials[0]
+    assert t.state.name == "COMPLETE"
+    assert t.user_attrs["measure_task"]["attempt"] == 2
+    assert t.user_attrs["measure_errors"] == ["measure: ArtifactNotFound: gone"]
+
+
+def test_error_about_the_candidate_fails_at_once(h: Harness) -> None:
+    h.dispatcher.handlers["train"] = lambda p: {
+        "status": "error",
+        "error": {"type": "TrainingError", "message": "loss became NaN at epoch 1"},
+    }
+    o = h.orchestrator(trials=2)
+    o.run()
+    for t in o.study.trials:
+        assert t.state.name == "FAIL"
+        assert t.user_attrs["reason"] == "train: TrainingError: loss became NaN at epoch 1"
+        assert t.user_attrs["train_task"]["attempt"] == 1
+        assert t.values is None
+
+
+def test_a_nan_loss_in_a_result_is_a_failure_not_a_number(h: Harness) -> None:
+    real = h.trainer
+    h.dispatcher.handlers["train"] = lambda p: {**real(p), "val_mse": float("nan")}
+    o = h.orchestrator(trials=1)
+    o.run()
+    t = o.study.trials[0]
+    assert t.state.name == "FAIL" and "no finite val_mse" in t.user_attrs["reason"]
+
+
+def test_resume_reattaches_to_tasks_in_flight(h: Harness) -> None:
+    slow_train: dict[str, Any] = {"hold": True}
+    real = h.trainer
+
+    def train(payload: dict[str, Any]) -> dict[str, Any] | None:
+        return None if slow_train["hold"] else real(payload)
+
+    h.dispatcher.handlers["train"] = train
+    o = h.orchestrator(trials=4, parallel=2)
+    o.start()
+    for _ in range(6):
+        o.step()
+    running = [t for t in o.study.get_trials() if t.state.name == "RUNNING"]
+    assert len(running) == 2 and all("train_task" in t.user_attrs for t in running)
+    sent_before = list(h.dispatcher.sent)
+    # The orchestrator dies here (no release: a SIGKILL). A new one takes over on the same
+    # storage; the lease of a dead process on this host is taken over at once.
+    o.study.set_user_attr(LEASE_ATTR, {"host": os.uname().nodename, "pid": 2**22 + 7,
+                                       "heartbeat": h.clock.now})  # fmt: skip
+    slow_train["hold"] = False
+    o2 = h.orchestrator(trials=4, parallel=2)
+    summary = o2.run()
+    assert summary["trials"] == 4 and summary["complete"] == 4
+    assert [t.number for t in o2.study.trials] == [0, 1, 2, 3]
+    # The two trials in flight were not sent again: their tasks were polled by id.
+    resent = [s for s in h.dispatcher.sent[len(sent_before):] if s[1] in {x[1] for x in sent_before}]
+    assert resent == []
+
+
+def test_resume_resends_a_task_recorded_but_maybe_not_sent(h: Harness) -> None:
+    o = h.orchestrator(trials=1, parallel=1)
+    o.start()
+    o.step()  # trial 0 asked
+    o.step()  # its measurement sent
+    (trial,) = o.study.get_trials()
+    task = trial.user_attrs["measure_task"]
+    # Pretend the kill fell between recording the id and the send completing.
+    optuna.trial.Trial(o.study, trial._trial_id).set_user_attr(
+        "measure_task", {**task, "sent": False}
+    )
+    h.dispatcher._pending.clear()
+    o.study.set_user_attr(LEASE_ATTR, None)
+    o2 = h.orchestrator(trials=1, parallel=1)
+    o2.run()
+    ids = [tid for kind, tid, _ in h.dispatcher.sent if kind == "measure"]
+    assert ids == [task["id"], task["id"]], "sent again under the same id, not a new one"
+    assert o2.study.trials[0].state.name == "COMPLETE"
+
+
+def test_a_live_lease_blocks_a_second_orchestrator(h: Harness) -> None:
+    o = h.orchestrator(trials=1)
+    o.start()
+    o.study.set_user_attr(LEASE_ATTR, {"host": "elsewhere", "pid": 1, "heartbeat": h.clock.now})
+    with pytest.raises(SearchError, match="is being run by pid 1 on elsewhere"):
+        h.orchestrator(trials=1).start()
+
+
+def test_reopening_a_study_with_other_settings_is_refused(h: Harness) -> None:
+    h.orchestrator("x", trials=1).run()
+    with pytest.raises(SearchError, match="other settings"):
+        h.orchestrator("x", trials=1, batch_size=2).start()
+    with pytest.raises(SearchError, match="objective"):
+        h.orchestrator("x", trials=1, objective=Objective("paper")).start()
+
+
+def test_paper_objective_and_baseline(h: Harness) -> None:
+    o = h.orchestrator(trials=3, objective=Objective("paper"), baseline=True)
+    summary = o.run()
+    base = summary["baseline"]
+    assert base["state"] == "complete" and base["val_mse"] > 0 and base["latency_ms"] > 0
+    for t in o.study.trials:
+        a = t.user_attrs
+        assert t.values == [pytest.approx(1000 * a["val_mse"] + a["latency_ms"])]
+    assert len(o.front()) == 1
+    # The baseline is measured and trained but is not a trial.
+    assert h.sent("train") == len({t.user_attrs["arch_id"] for t in o.study.trials} | {base["arch_id"]})
+
+
+def test_baseline_is_trained_even_over_the_budget(h: Harness) -> None:
+    o = h.orchestrator(trials=1, objective=Objective("pareto", 0.01), baseline=True)
+    summary = o.run()
+    assert summary["baseline"]["state"] == "complete"
+    assert o.study.trials[0].state.name == "PRUNED"
+
+
+def test_confirm_front_remeasures_with_fresh_tasks(h: Harness) -> None:
+    o = h.orchestrator(trials=4, confirm_front=True)
+    o.run()
+    confirmed = o.study.user_attrs["confirm"]
+    assert set(confirmed) == {str(t.number) for t in o.front()}
+    for number, c in confirmed.items():
+        trial = o.study.trials[int(number)]
+        assert c["p50_ms"] == pytest.approx(trial.user_attrs["latency_ms"])
