@@ -226,18 +226,25 @@ def broker_stop(ctx: click.Context, state_dir: Path | None) -> None:
     show_default=True,
     help="Seconds to wait for each worker to answer.",
 )
+@click.option("--monitor", is_flag=True, help="Also start Flower (monitor role, basic auth).")
+@click.option("--monitor-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 @click.pass_context
-def up_cmd(ctx: click.Context, timeout_s: float) -> None:
+def up_cmd(ctx: click.Context, timeout_s: float, monitor: bool, monitor_port: int) -> None:
     """Start broker, one train worker and one edge worker in the background."""
     from hpc2edge import stack
 
-    result = stack.up(_settings(ctx), timeout_s=timeout_s)
+    result = stack.up(
+        _settings(ctx), timeout_s=timeout_s, monitor_port=monitor_port if monitor else None
+    )
     started = ", ".join(result["started"]) or "nothing new (already up)"
     click.echo(f"started: {started}; state in {result['state_dir']}")
     for queue, answer in result["workers"].items():
         click.echo(
             f"  {queue:>5}: {answer['hostname']} answered in {answer['round_trip_ms']:.1f} ms"
         )
+    if "monitor" in result:
+        m = result["monitor"]
+        click.echo(f"  flower: {m['url']} (user {m['user']!r}, password in {m['password_file']})")
 
 
 @cli.command("down")
@@ -279,6 +286,8 @@ def status_cmd(ctx: click.Context, as_json: bool, timeout_s: float) -> None:
             )
         for name, alive in st.local_processes.items():
             click.echo(f"local   {name:<12} {'running' if alive else 'not running'}")
+        if st.monitor_url:
+            click.echo(f"monitor {st.monitor_url}")
     if not st.reachable:
         raise click.exceptions.Exit(1)
 
@@ -307,7 +316,10 @@ def ping_cmd(ctx: click.Context, queue: str, timeout_s: float, as_json: bool) ->
 def _register_lazy_commands() -> None:
     # Commands of other subsystems live beside their code; their modules import nothing heavy.
     from hpc2edge.data.cli import data_group
+    from hpc2edge.k8s import k8s_group
     from hpc2edge.latency.cli import measure_cmd
+    from hpc2edge.monitor import monitor_cmd
+    from hpc2edge.search.cli import demo_cmd, search_cmd
     from hpc2edge.space.cli import export_cmd, space_group
     from hpc2edge.training.cli import train_cmd
 
@@ -316,6 +328,10 @@ def _register_lazy_commands() -> None:
     cli.add_command(space_group)
     cli.add_command(export_cmd)
     cli.add_command(train_cmd)
+    cli.add_command(k8s_group)
+    cli.add_command(monitor_cmd)
+    cli.add_command(search_cmd)
+    cli.add_command(demo_cmd)
 
 
 _register_lazy_commands()

@@ -35,7 +35,7 @@ def _settings(ctx: click.Context) -> Settings:
 class Progress:
     """Prints a line per finished trial and, when counts change, a progress line (stderr)."""
 
-    def __init__(self, orchestrator: Any, *, stream: Any = None, every_s: float = 5.0) -> None:
+    def __init__(self, orchestrator: Any, *, stream: Any = None, every_s: float = 30.0) -> None:
         self.o = orchestrator
         self.stream = stream or sys.stderr
         self.every_s = every_s
@@ -58,9 +58,9 @@ class Progress:
 
     def tick(self, force: bool = False) -> None:
         p = self.o.progress()
-        key = (p["complete"], p["pruned"], p["failed"], p["in_flight"], p["trials"])
+        key = (p["complete"], p["pruned"], p["failed"])
         now = time.monotonic()
-        if not force and key == self._last and now - self._last_t < self.every_s * 6:
+        if not force and key == self._last and now - self._last_t < self.every_s:
             return
         self._last, self._last_t = key, now
         front = self.o.front()
@@ -333,6 +333,7 @@ def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: b
         click.echo(f"generating synthetic RAISE-LPBF data in {data_dir}", err=True)
         generate(data_dir, SynthSpec(objects=4, layers=1, lines=96, frame_size=32, seed=0))
     click.echo("starting the local stack (TLS broker, edge and train workers)", err=True)
+    settings = stack.prepare(settings)  # certificates and passwords exist from here on
     stack.up(settings)
     name = study_name or time.strftime("demo-%Y%m%d-%H%M%S")
     try:

@@ -40,14 +40,16 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     constraints = constraints_func if objective.latency_budget_ms is not None else None
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            n_startup_trials=max(4, min(10, trials // 3)),
-            multivariate=True,
-            group=True,
-            constant_liar=True,
-            constraints_func=constraints,
-        )
+        with warnings.catch_warnings():  # multivariate is "experimental" since Optuna 2.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                n_startup_trials=max(4, min(10, trials // 3)),
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+                constraints_func=constraints,
+            )
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(
             seed=seed, population_size=20, constraints_func=constraints

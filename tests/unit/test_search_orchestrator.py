@@ -105,8 +105,8 @@ def test_search_completes_all_trials_with_a_front(h: Harness) -> None:
     o = h.orchestrator(trials=8)
     summary = o.run()
     assert summary["trials"] == 8
-    assert states(o.study) == {"COMPLETE": 8 - summary["failed"]} or summary["failed"] == 0
-    assert summary["complete"] + summary["pruned"] + summary["failed"] == 8
+    assert summary["complete"] == 8
+    assert states(o.study) == {"COMPLETE": 8}
     assert summary["front"], "a finished pareto search has a non-empty front"
     # One measurement and one training per distinct network; duplicates send nothing.
     distinct = {t.user_attrs["arch_id"] for t in o.study.trials}
@@ -275,7 +275,9 @@ def test_resume_reattaches_to_tasks_in_flight(h: Harness) -> None:
     assert summary["trials"] == 4 and summary["complete"] == 4
     assert [t.number for t in o2.study.trials] == [0, 1, 2, 3]
     # The two trials in flight were not sent again: their tasks were polled by id.
-    resent = [s for s in h.dispatcher.sent[len(sent_before):] if s[1] in {x[1] for x in sent_before}]
+    resent = [
+        s for s in h.dispatcher.sent[len(sent_before) :] if s[1] in {x[1] for x in sent_before}
+    ]
     assert resent == []
 
 
@@ -325,7 +327,9 @@ def test_paper_objective_and_baseline(h: Harness) -> None:
         assert t.values == [pytest.approx(1000 * a["val_mse"] + a["latency_ms"])]
     assert len(o.front()) == 1
     # The baseline is measured and trained but is not a trial.
-    assert h.sent("train") == len({t.user_attrs["arch_id"] for t in o.study.trials} | {base["arch_id"]})
+    assert h.sent("train") == len(
+        {t.user_attrs["arch_id"] for t in o.study.trials} | {base["arch_id"]}
+    )
 
 
 def test_baseline_is_trained_even_over_the_budget(h: Harness) -> None:
