@@ -31,11 +31,9 @@ redis-server:
 	  echo "redis-server not found: install redis-server >= 7.0 (built with TLS) and rerun"; exit 1; \
 	fi
 
-# For now: the local stack up, both queues pinged through the TLS broker, down again.
+# The whole mission on this machine: synthetic data, the local stack, a search, the front, down.
 demo: setup
-	$(VENV)/bin/hpc2edge up && $(VENV)/bin/hpc2edge status \
-	  && $(VENV)/bin/hpc2edge ping --queue edge && $(VENV)/bin/hpc2edge ping --queue train; \
-	  rc=$$?; $(VENV)/bin/hpc2edge down; exit $$rc
+	$(VENV)/bin/hpc2edge demo
 
 test: setup
 	$(PY) -m pytest

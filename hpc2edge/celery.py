@@ -104,7 +104,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_annotations": {
             "hpc2edge.train": {
                 "time_limit": settings.worker.train_time_limit_s,
-                "soft_time_limit": max(1, settings.worker.train_time_limit_s - 60),
+                "soft_time_limit": train_limits_s(settings.worker.train_time_limit_s)[1],
             },
             "hpc2edge.measure": {"time_limit": settings.worker.measure_time_limit_s},
         },
@@ -144,6 +144,17 @@ class Hpc2EdgeCelery(Celery):
         if monitor.running_flower():
             # `celery -A hpc2edge flower` never serves without a password (hpc2edge.monitor).
             monitor.secure_flower_defaults(self.settings)
+
+
+def train_limits_s(limit_s: int) -> tuple[int, int]:
+    """(training child's limit, task's soft limit) inside a train task's hard ``limit_s``.
+
+    The child is killed first, the soft limit lets the task report a typed error, the hard
+    limit ends it: 120 s and 60 s before the end for long limits, a tenth and a twentieth of a
+    short one (a 35 s limit is usable in tests).
+    """
+    margin = min(120, max(2, limit_s // 10))
+    return max(1, limit_s - margin), max(1, limit_s - max(1, margin // 2))
 
 
 def make_app(settings: Settings) -> Hpc2EdgeCelery:

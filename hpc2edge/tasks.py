@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Task, shared_task
 
 import hpc2edge
+from hpc2edge.celery import train_limits_s
 from hpc2edge.config import Settings
 from hpc2edge.errors import MeasurementError, as_result
 from hpc2edge.versions import versions
@@ -150,7 +151,8 @@ def train(self: Task, request: dict[str, Any]) -> dict[str, Any]:
     """Train the candidate in ``request`` on this node (a TrainResult dict, or a typed error).
 
     Time limits come from ``worker.train_time_limit_s`` (``task_annotations``); the child is
-    killed a minute before the soft limit, so the worker reports a typed error in time.
+    killed before the soft limit (two minutes before, or a tenth of a short limit), so the worker
+    reports a typed error in time.
     """
     from celery.exceptions import SoftTimeLimitExceeded
 
@@ -161,7 +163,7 @@ def train(self: Task, request: dict[str, Any]) -> dict[str, Any]:
     limit_s = settings.worker.train_time_limit_s
     try:
         result = train_request(
-            request, state_dir=settings.state_dir, time_limit_s=max(1, limit_s - 120)
+            request, state_dir=settings.state_dir, time_limit_s=train_limits_s(limit_s)[0]
         )
     except SoftTimeLimitExceeded:
         # The launcher has already killed the child's process group on the way out.
