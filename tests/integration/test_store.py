@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,9 @@ pytestmark = pytest.mark.integration
 PG = os.environ.get("HPC2EDGE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MeasurementStore]:
-    if request.param == "sqlite":
-        s = MeasurementStore(f"sqlite:///{tmp_path / 'm.db'}")
-        yield s
-        s.close()
-        return
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped afterwards (skip when there is none)."""
     pytest.importorskip("psycopg")
     admin = sqlalchemy.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
     name = f"hpc2edge_test_{uuid.uuid4().hex[:10]}"
@@ -43,14 +40,27 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Measuremen
     except sqlalchemy.exc.OperationalError as exc:
         admin.dispose()
         pytest.skip(f"no PostgreSQL at {PG}: {str(exc).splitlines()[0]}")
-    s = MeasurementStore(f"{PG}/{name}")
     try:
-        yield s
+        yield f"{PG}/{name}"
     finally:
-        s.close()
         with admin.connect() as c:
             c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MeasurementStore]:
+    if request.param == "sqlite":
+        s = MeasurementStore(f"sqlite:///{tmp_path / 'm.db'}")
+        yield s
+        s.close()
+        return
+    with postgres_database() as url:
+        s = MeasurementStore(url)
+        try:
+            yield s
+        finally:
+            s.close()
 
 
 def result_for(tmp_path: Path, seed: int, batch_sizes: list[int] | None = None) -> tuple[Any, dict]:
@@ -128,3 +138,26 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as info:
         MeasurementStore("postgresql+psycopg://nobody:secret@127.0.0.1:1/nothing")
     assert "secret" not in str(info.value)
+
+
+def test_a_search_on_postgresql_storage_and_store_resumes(tmp_path: Path) -> None:
+    """The orchestrator with both its study and its store on PostgreSQL, stopped and resumed."""
+    pytest.importorskip("torch")
+    from hpc2edge.search.orchestrator import LEASE_ATTR
+    from tests.unit.test_search_orchestrator import Harness
+
+    with postgres_database() as url:
+        h = Harness(tmp_path)
+        h.url = url
+        h.store = MeasurementStore(url)  # the same database holds both: no table clashes
+        try:
+            o = h.orchestrator("pg", trials=4, parallel=2)
+            o.start()
+            for _ in range(3):
+                o.step()
+            o.study.set_user_attr(LEASE_ATTR, None)  # as if the process had died
+            summary = h.orchestrator("pg", trials=4, parallel=2).run()
+            assert summary["complete"] == 4
+            assert len(h.store.measurements()) == h.sent("measure") > 0
+        finally:
+            h.store.close()
