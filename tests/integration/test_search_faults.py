@@ -106,3 +106,51 @@ def test_train_worker_killed_mid_task_is_redelivered_and_the_trial_completes(
     assert trial.user_attrs["train"]["worker"] == "train2@fault"
     assert executed(replacement.log, "train", tag_of(study)) == [task_id]
     assert executed(train.log, "train", tag_of(study)) == []
+
+
+def test_broker_restart_mid_search_loses_nothing(short_stack: Stack, tmp_path: Path) -> None:
+    """Stop the broker (AOF on disk) mid-search and start it again: every trial completes."""
+    data = tmp_path / "data"
+    make_tiny_data(data)
+    edge = start_worker(short_stack, "edge", "edge@restart")
+    train = start_worker(short_stack, "train", "train@restart")
+    outcome: dict[str, Any] = {}
+    try:
+        wait_ready(short_stack, "edge", edge)
+        wait_ready(short_stack, "train", train)
+        urls = {
+            "storage_url": f"sqlite:///{tmp_path / 'search.db'}",
+            "store_url": f"sqlite:///{tmp_path / 'm.db'}",
+        }
+
+        def search() -> None:
+            try:
+                outcome["summary"], outcome["study"] = run_search(
+                    short_stack.settings, study_name="restart", data=data, trials=4,
+                    progress=False, **urls, **{**OPTIONS, "seed": 41},
+                )  # fmt: skip
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=search, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and thread.is_alive():
+            if re.search(
+                r"Task hpc2edge\.train\[h2e-[^\]]+\] received", Path(train.log).read_text()
+            ):
+                break
+            time.sleep(0.2)
+        broker.stop(short_stack.state_dir)  # SIGTERM: redis fsyncs the AOF and exits
+        time.sleep(5)
+        broker.start(short_stack.settings)
+        thread.join(timeout=240)
+        assert not thread.is_alive(), "the search did not finish after the broker came back"
+    finally:
+        procs.stop(edge)
+        procs.stop(train)
+    assert "error" not in outcome, repr(outcome.get("error"))
+    summary, study = outcome["summary"], outcome["study"]
+    assert summary["trials"] == 4
+    assert summary["complete"] == 4, [t.user_attrs.get("reason") for t in study.trials]
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
