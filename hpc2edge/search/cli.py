@@ -81,28 +81,20 @@ class Progress:
         click.echo(line, file=self.stream)
 
 
+FRONT_COLUMNS = (
+    "trial", "arch_id", "params", "latency_ms", "p90_ms", "val_mse", "rmse_speed_mm_s",
+    "rmse_power_w", "speedup", "loss_ratio",
+)  # fmt: skip
+
+
 def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
     """The front as rows (also for ``--json``) and as a text table with baseline ratios."""
-    from hpc2edge.search.orchestrator import front_trials
+    from hpc2edge.report import front_rows
 
     base_ms = (baseline or {}).get("latency_ms")
     base_mse = (baseline or {}).get("val_mse")
-    rows = []
-    for t in front_trials(study):
-        a = t.user_attrs
-        row = {
-            "trial": t.number,
-            "arch_id": a.get("arch_id"),
-            "params": a.get("params"),
-            "latency_ms": a.get("latency_ms"),
-            "p90_ms": (a.get("latency") or {}).get("p90_ms"),
-            "val_mse": a.get("val_mse"),
-            "rmse_speed_mm_s": (a.get("train") or {}).get("val_rmse_speed_mm_s"),
-            "rmse_power_w": (a.get("train") or {}).get("val_rmse_power_w"),
-            "speedup": base_ms / a["latency_ms"] if base_ms and a.get("latency_ms") else None,
-            "loss_ratio": base_mse / a["val_mse"] if base_mse and a.get("val_mse") else None,
-        }
-        rows.append(row)
+    # The report's rows (one computation of the ratios), cut to the columns `search` shows.
+    rows = [{k: r[k] for k in FRONT_COLUMNS} for r in front_rows(study, baseline)]
 
     def fmt(v: Any, spec: str) -> str:
         return "-" if v is None else format(v, spec)
