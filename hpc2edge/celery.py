@@ -18,6 +18,9 @@ Conventions (``../DESIGN.md``, "Celery conventions"), each for a reason:
   keys an edge worker restoring a timed-out message could push into ``train``.
 - Broker and result backend are ``rediss://`` with CERT_REQUIRED, our CA, the role's client
   certificate and host name checking (:func:`hpc2edge.tls.ssl_options`).
+- With ``security.sign``, tasks, results and remote control use Celery's ``auth`` serializer
+  (signed JSON) and only ``auth`` is accepted: workers run only what the orchestrator's key
+  signed (:mod:`hpc2edge.signing`). Events stay plain JSON.
 
 Under ``celery -A hpc2edge flower`` the app also turns Flower's basic auth on and binds it to
 loopback when the command line did not (:func:`hpc2edge.monitor.secure_flower_defaults`).
@@ -37,6 +40,7 @@ from urllib.parse import quote
 from celery import Celery
 from kombu import Exchange, Queue
 
+from hpc2edge import signing
 from hpc2edge.config import Settings, load_settings
 from hpc2edge.tls import ssl_options
 
@@ -65,7 +69,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     tls = ssl_options(settings.tls)
     b = settings.broker
     prefix = f"hpc2edge:unacked:{settings.role}"
-    return {
+    config: dict[str, Any] = {
         "broker_url": url,
         "result_backend": url,
         "broker_use_ssl": tls,
@@ -119,6 +123,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+    if settings.security.sign:
+        config.update(signing.celery_settings(settings.security))
+    return config
 
 
 class Hpc2EdgeCelery(Celery):
@@ -139,11 +146,20 @@ class Hpc2EdgeCelery(Celery):
     def on_configure(self) -> None:  # type: ignore[override]
         # Celery calls this once, when the configuration is first needed (not at import).
         self.config_from_object(celery_config(self.settings))
+        if self.settings.security.sign:
+            # Checked here, where an error stops the app (a worker exits, a client call raises).
+            # setup_security itself needs the loaded configuration, so it runs right after,
+            # from on_after_configure, still before any message is sent or received.
+            signing.check(self.settings.security)
+            self.on_after_configure.connect(self._install_signing, weak=False)
         from hpc2edge import monitor
 
         if monitor.running_flower():
             # `celery -A hpc2edge flower` never serves without a password (hpc2edge.monitor).
             monitor.secure_flower_defaults(self.settings)
+
+    def _install_signing(self, **_: Any) -> None:
+        signing.install(self, self.settings.security)
 
 
 def train_limits_s(limit_s: int) -> tuple[int, int]:

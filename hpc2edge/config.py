@@ -44,6 +44,14 @@ The file::
     train_timeout_s = 86400
     retries = 2                         # extra attempts after a timeout or a transient error
 
+    [security]                          # message signing (Celery's auth serializer), off by default
+    sign = false                        # the same on every role of a deployment
+    key = "tls/edge-sign-key.pem"       # this role's RSA signing key (`hpc2edge tls init`)
+    cert = "tls/edge-sign.pem"          # ... and its certificate
+    cert_store = "tls/signers/tasks"    # whose tasks we run: the orchestrator's cert, nothing else
+                                        # (orchestrator: tls/signers/results, for control replies)
+    result_cert_store = "tls/signers/results"   # whose results we accept: the workers' certs
+
 Relative paths in a file are relative to that file's folder; built-in defaults are relative to
 ``state_dir``, laid out as ``hpc2edge up`` and ``hpc2edge tls init`` create them, so a local stack
 needs no file at all.
@@ -72,6 +80,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 ROLES = ("orchestrator", "hpc", "edge", "monitor", "admin")
+SIGNING_ROLES = ("orchestrator", "hpc", "edge")  # the roles that sign messages (security.sign)
+WORKER_ROLES = ("hpc", "edge")
 ENV_PREFIX = "HPC2EDGE_"
 ENV_CONFIG = "HPC2EDGE_CONFIG"
 ENV_PASSWORD = "HPC2EDGE_BROKER_PASSWORD"  # noqa: S105 - the variable name, not a secret
@@ -140,6 +150,27 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """Message signing with Celery's ``auth`` serializer (:mod:`hpc2edge.signing`).
+
+    With ``sign`` on, the orchestrator signs every task with its RSA key and a worker runs only
+    tasks whose signature verifies against a certificate in its ``cert_store``; a worker's holds
+    only the orchestrator's signing certificate, so no other certificate of our CA (an edge
+    device's, say) can sign a task. Workers sign results with their own keys, checked against
+    ``result_cert_store`` (the workers' certificates). The orchestrator's ``cert_store`` is the
+    workers' too: it receives only their remote-control replies. Defaults follow ``hpc2edge tls
+    init``: ``tls/<role>-sign-key.pem``, ``tls/<role>-sign.pem``, ``tls/signers/tasks`` (workers)
+    or ``tls/signers/results`` (orchestrator), and ``tls/signers/results``.
+    """
+
+    sign: bool = False
+    key: Path = Path("tls/orchestrator-sign-key.pem")
+    cert: Path = Path("tls/orchestrator-sign.pem")
+    cert_store: Path = Path("tls/signers/results")
+    result_cert_store: Path = Path("tls/signers/results")
+
+
+@dataclass(frozen=True)
 class Settings:
     """The effective configuration of one process."""
 
@@ -150,6 +181,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     source: str = field(default="built-in defaults", compare=False)
 
     def problems(self) -> list[str]:
@@ -199,6 +231,11 @@ class Settings:
             url = getattr(s, name)
             if url and "://" not in url:
                 out.append(f"search.{name}: {url!r} is not a database URL (sqlite:///path, ...)")
+        if self.security.sign and self.role not in SIGNING_ROLES:
+            out.append(
+                f"security.sign: the {self.role} role neither sends nor runs tasks; only "
+                f"{', '.join(SIGNING_ROLES)} sign (workers refuse its unsigned remote control)"
+            )
         return out
 
     def file_problems(self) -> list[str]:
@@ -213,6 +250,10 @@ class Settings:
         if self.broker.password is None:
             where = self.broker.password_file or "broker.password_file"
             out.append(f"broker.password: none given ({where} missing and {ENV_PASSWORD} unset)")
+        if self.security.sign and self.role in SIGNING_ROLES:
+            from hpc2edge import signing  # lazy: it loads cryptography and Celery's security
+
+            out.extend(signing.file_problems(self.security))
         return out
 
     @property
@@ -229,6 +270,7 @@ _SECTIONS: dict[str, type] = {
     "worker": WorkerSettings,
     "edge": EdgeSettings,
     "search": SearchSettings,
+    "security": SecuritySettings,
 }
 _TOP_LEVEL = ("role", "state_dir")
 _SECRET_KEYS = {("broker", "password")}
@@ -421,6 +463,13 @@ def load_settings(
     edge_values = dict(sections["edge"])
     edge_values["cache_dir"] = resolve("edge", "cache_dir", Path("cache"))
     edge_values["table"] = resolve("edge", "table", None)
+    security_values = dict(sections["security"])
+    security_values["key"] = resolve("security", "key", Path(f"tls/{role}-sign-key.pem"))
+    security_values["cert"] = resolve("security", "cert", Path(f"tls/{role}-sign.pem"))
+    security_values["cert_store"] = resolve("security", "cert_store", _task_signers(role))
+    security_values["result_cert_store"] = resolve(
+        "security", "result_cert_store", Path("tls/signers/results")
+    )
 
     settings = Settings(
         role=role,
@@ -430,6 +479,7 @@ def load_settings(
         worker=WorkerSettings(**sections["worker"]),
         edge=EdgeSettings(**edge_values),
         search=SearchSettings(**sections["search"]),
+        security=SecuritySettings(**security_values),
         source=source,
     )
     problems.extend(settings.problems())
@@ -440,6 +490,12 @@ def load_settings(
     return settings
 
 
+def _task_signers(role: str) -> Path:
+    """The default ``security.cert_store``: workers trust the orchestrator's signature on tasks;
+    the orchestrator receives only the workers' signed remote-control replies."""
+    return Path("tls/signers/tasks" if role in WORKER_ROLES else "tls/signers/results")
+
+
 def secrets_dir(settings: Settings) -> Path:
     """The folder of the roles' password files: beside this role's, else ``<state_dir>/secrets``."""
     if settings.broker.password_file is not None:
@@ -448,7 +504,10 @@ def secrets_dir(settings: Settings) -> Path:
 
 
 def for_role(settings: Settings, role: str) -> Settings:
-    """The same broker and folders seen as another role of the local stack (its own cert)."""
+    """The same broker and folders seen as another role of the local stack (its own certs).
+
+    Signing follows ``settings`` for the roles that sign; the monitor and admin never sign.
+    """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     tls_dir = settings.tls.ca_cert.parent
@@ -459,6 +518,14 @@ def for_role(settings: Settings, role: str) -> Settings:
         role=role,
         broker=replace(settings.broker, username="", password_file=pw_file, password=password),
         tls=replace(settings.tls, cert=tls_dir / f"{role}.pem", key=tls_dir / f"{role}-key.pem"),
+        security=replace(
+            settings.security,
+            sign=settings.security.sign and role in SIGNING_ROLES,
+            key=tls_dir / f"{role}-sign-key.pem",
+            cert=tls_dir / f"{role}-sign.pem",
+            cert_store=tls_dir / _task_signers(role).relative_to("tls"),
+            result_cert_store=tls_dir / "signers" / "results",
+        ),
     )
 
 

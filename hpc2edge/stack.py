@@ -11,6 +11,11 @@ and, with ``--monitor``, Flower as the ``monitor`` role (:mod:`hpc2edge.monitor`
 reading its own config file from ``<state_dir>/conf/<role>.toml`` (written here, absolute
 paths, no secret inside) exactly as a remote worker would. Certificates and passwords are created
 on first use. ``down`` stops exactly these processes (see :mod:`hpc2edge.procs`).
+
+``HPC2EDGE_SECURITY_SIGN=true hpc2edge up`` (or ``[security] sign = true`` in the config) runs
+the stack with message signing (:mod:`hpc2edge.signing`): the role configs carry it, so the
+workers run only tasks the orchestrator signed; later commands need the same setting. Workers
+already running keep the mode they started with: ``down`` first to switch.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def worker_argv(queue: str) -> list[str]:
 
 def absolute(settings: Settings) -> Settings:
     """``settings`` with every path made absolute (config files written from it stay valid)."""
-    t, b, e = settings.tls, settings.broker, settings.edge
+    t, b, e, sec = settings.tls, settings.broker, settings.edge, settings.security
     return replace(
         settings,
         state_dir=settings.state_dir.resolve(),
@@ -70,16 +75,30 @@ def absolute(settings: Settings) -> Settings:
         ),
         tls=replace(t, ca_cert=t.ca_cert.resolve(), cert=t.cert.resolve(), key=t.key.resolve()),
         broker=replace(b, password_file=b.password_file.resolve() if b.password_file else None),
+        security=replace(
+            sec,
+            key=sec.key.resolve(),
+            cert=sec.cert.resolve(),
+            cert_store=sec.cert_store.resolve(),
+            result_cert_store=sec.result_cert_store.resolve(),
+        ),
     )
 
 
 def prepare(settings: Settings) -> Settings:
-    """Create what a local stack needs and is missing: certificates, passwords, role configs."""
+    """Create what a local stack needs and is missing: certificates, passwords, role configs.
+
+    With ``security.sign``, every role that signs gets ``[security] sign = true`` in its config
+    (``HPC2EDGE_SECURITY_SIGN=true hpc2edge up``), and a CA made before signing existed gets its
+    signing certificates.
+    """
     s = absolute(settings)
     tls_dir = s.tls.ca_cert.parent
     if not (tls_dir / "ca.pem").exists():
         hosts = [] if s.broker.host in tls.server_names() else [s.broker.host]
         tls.init(tls_dir, hosts)
+    elif s.security.sign and not tls.signing_files(tls_dir, "orchestrator").cert.exists():
+        tls.init_signing(tls_dir)
     broker.ensure_secrets(secrets_dir(s))
     for role in CONFIG_ROLES:
         write_role_config(role_config_path(s, role), for_role(s, role))

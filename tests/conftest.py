@@ -43,8 +43,10 @@ class Stack:
         return (self.state_dir / "secrets" / f"{role}.password").read_text().strip()
 
 
-def make_settings(state_dir: Path) -> Settings:
+def make_settings(state_dir: Path, extra_env: dict[str, str] | None = None) -> Settings:
+    """A local stack's orchestrator settings on a free port (``extra_env``: more HPC2EDGE_*)."""
     env = {"HPC2EDGE_STATE_DIR": str(state_dir), "HPC2EDGE_BROKER_PORT": str(broker.free_port())}
+    env.update(extra_env or {})
     return stack.prepare(load_settings(environ=env))
 
 

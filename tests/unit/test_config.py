@@ -135,3 +135,121 @@ def test_a_section_that_is_not_a_table_is_a_problem_not_a_crash(tmp_path, capsys
     assert main(["--config", str(cfg), "config", "show"]) == 2
     err = capsys.readouterr().err
     assert "[broker]: expected a table" in err and "Traceback" not in err
+
+
+# --- [security]: message signing ---------------------------------------------------------------
+
+
+def test_signing_is_off_by_default_and_its_paths_follow_the_role():
+    s = load_settings(environ={})
+    assert s.security.sign is False
+    assert s.security.key == Path(".hpc2edge/tls/orchestrator-sign-key.pem")
+    assert s.security.cert == Path(".hpc2edge/tls/orchestrator-sign.pem")
+    # The orchestrator receives only the workers' signatures (results, control replies) ...
+    assert s.security.cert_store == Path(".hpc2edge/tls/signers/results")
+    # ... and a worker runs only tasks signed by a certificate in signers/tasks.
+    edge = load_settings(environ={"HPC2EDGE_ROLE": "edge"})
+    assert edge.security.key == Path(".hpc2edge/tls/edge-sign-key.pem")
+    assert edge.security.cert_store == Path(".hpc2edge/tls/signers/tasks")
+    assert edge.security.result_cert_store == Path(".hpc2edge/tls/signers/results")
+
+
+def test_security_section_from_file_and_environment(tmp_path):
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        'role = "edge"\n[security]\nsign = true\nkey = "keys/dev-sign-key.pem"\n'
+        'cert_store = "/etc/hpc2edge/signers"\n'
+    )
+    s = load_settings(cfg, environ={})
+    assert s.security.sign is True
+    assert s.security.key == tmp_path / "keys/dev-sign-key.pem"  # relative to the file
+    assert s.security.cert_store == Path("/etc/hpc2edge/signers")
+    assert s.security.cert == Path(".hpc2edge/tls/edge-sign.pem")  # a default
+    off = load_settings(cfg, environ={"HPC2EDGE_SECURITY_SIGN": "false"})
+    assert off.security.sign is False
+
+
+def test_security_problems_are_reported_with_the_others(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('role = "monitor"\n[security]\nsign = 1\nkeyfile = "k.pem"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ={})
+    text = str(info.value)
+    assert len(info.value.problems) == 2, info.value.problems
+    assert "security.sign: expected bool" in text and "security.keyfile" in text
+    with pytest.raises(ConfigError, match="only orchestrator, hpc, edge sign"):
+        load_settings(environ={"HPC2EDGE_ROLE": "monitor", "HPC2EDGE_SECURITY_SIGN": "1"})
+
+
+def test_render_masked_shows_the_security_section():
+    shown = render_masked(load_settings(environ={"HPC2EDGE_SECURITY_SIGN": "true"}))
+    assert "[security]\nsign = true\n" in shown
+    assert 'result_cert_store = ".hpc2edge/tls/signers/results"' in shown
+
+
+@pytest.fixture(scope="module")
+def signing_tls(tmp_path_factory):
+    from hpc2edge import tls
+
+    state = tmp_path_factory.mktemp("signing")
+    tls.init(state / "tls")
+    (state / "secrets").mkdir()
+    (state / "secrets" / "edge.password").write_text("pw\n")
+    return state
+
+
+def _signed_edge(state, **security):
+    env = {"HPC2EDGE_STATE_DIR": str(state), "HPC2EDGE_ROLE": "edge"}
+    env["HPC2EDGE_SECURITY_SIGN"] = "true"
+    env.update({f"HPC2EDGE_SECURITY_{k.upper()}": str(v) for k, v in security.items()})
+    return load_settings(environ=env, require_files=True)
+
+
+def test_check_accepts_the_files_of_tls_init(signing_tls):
+    assert _signed_edge(signing_tls).security.sign
+
+
+def test_check_refuses_ecdsa_tls_files_for_signing(signing_tls):
+    tls_dir = signing_tls / "tls"
+    with pytest.raises(ConfigError) as info:
+        _signed_edge(signing_tls, key=tls_dir / "edge-key.pem", cert=tls_dir / "edge.pem")
+    problems = info.value.problems
+    assert len(problems) == 2, problems
+    assert all("RSA only" in p for p in problems)
+
+
+def test_check_refuses_a_key_that_is_not_the_certificates(signing_tls):
+    with pytest.raises(ConfigError, match="is not the key of"):
+        _signed_edge(signing_tls, key=signing_tls / "tls" / "hpc-sign-key.pem")
+
+
+def test_check_refuses_missing_and_empty_stores(signing_tls, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        _signed_edge(signing_tls, cert_store=tmp_path / "missing", result_cert_store=tmp_path)
+    text = str(info.value)
+    assert "security.cert_store" in text and "is not a folder" in text
+    assert "security.result_cert_store" in text and "holds no certificate" in text
+
+
+def test_check_names_missing_signing_files(tmp_path):
+    env = {"HPC2EDGE_STATE_DIR": str(tmp_path), "HPC2EDGE_SECURITY_SIGN": "true"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env, require_files=True)
+    text = str(info.value)
+    assert "security.key" in text and "tls init" in text
+    assert "security.cert_store" in text
+
+
+def test_signing_makes_celery_sign_and_accept_only_signed_messages():
+    from hpc2edge import signing
+    from hpc2edge.celery import celery_config
+
+    plain = celery_config(load_settings(environ={}))
+    assert plain["task_serializer"] == "json" and "security_key" not in plain
+    conf = celery_config(load_settings(environ={"HPC2EDGE_SECURITY_SIGN": "true"}))
+    assert conf["task_serializer"] == "auth" and conf["accept_content"] == ["auth"]
+    assert conf["result_serializer"] == signing.RESULT_SERIALIZER
+    assert conf["result_accept_content"] == [signing.RESULT_CONTENT_TYPE]
+    assert conf["security_digest"] == "sha256"
+    assert conf["security_cert_store"] == ".hpc2edge/tls/signers/results"
+    assert conf["event_serializer"] == "json"  # events are never signed (docs/security.md)

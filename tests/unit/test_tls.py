@@ -7,6 +7,7 @@ import ssl
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hpc2edge import tls
@@ -22,7 +23,8 @@ def _load(path):
 
 def test_init_writes_ca_server_and_one_cert_per_role(tmp_path):
     issued = tls.init(tmp_path / "tls", ["broker.example.org", "10.1.2.3"])
-    assert set(issued) == {"ca", "server", *tls.CLIENT_ROLES}
+    signing = {f"{role}-sign" for role in tls.SIGNING_ROLES}
+    assert set(issued) == {"ca", "server", *tls.CLIENT_ROLES, *signing}
     for item in issued.values():
         assert item.cert.is_file()
         assert item.key.stat().st_mode & 0o777 == 0o600
@@ -75,6 +77,70 @@ def test_add_device_issues_an_edge_certificate(tmp_path):
         tls.add_device(tmp_path, "orin-hall-3")
 
 
+def _signed_by_ca(path, ca_path):
+    cert = _load(path)
+    cert.verify_directly_issued_by(_load(ca_path))
+    return cert
+
+
+def test_signing_certificates_are_rsa_sign_only_and_not_for_tls(tmp_path):
+    issued = tls.init(tmp_path)
+    for role in tls.SIGNING_ROLES:
+        item = issued[f"{role}-sign"]
+        assert item == tls.signing_files(tmp_path, role)
+        assert item.key.stat().st_mode & 0o777 == 0o600
+        cert = _signed_by_ca(item.cert, issued["ca"].cert)
+        assert isinstance(cert.public_key(), rsa.RSAPublicKey)  # Celery's auth needs RSA
+        assert cert.public_key().key_size == tls.SIGNING_RSA_BITS
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert usage.digital_signature and not usage.key_agreement and not usage.key_cert_sign
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(eku) == [x509.ObjectIdentifier(tls.DOCUMENT_SIGNING_OID)]
+    # The TLS certificates stay ECDSA: they cannot sign a Celery message.
+    assert not isinstance(_load(issued["orchestrator"].cert).public_key(), rsa.RSAPublicKey)
+
+
+def test_signers_hold_exactly_whom_each_side_trusts(tmp_path):
+    issued = tls.init(tmp_path)
+    tasks = sorted(p.name for p in tls.signers_dir(tmp_path, "tasks").iterdir())
+    results = sorted(p.name for p in tls.signers_dir(tmp_path, "results").iterdir())
+    assert tasks == ["orchestrator-sign.pem"]  # no CA, no worker: only the orchestrator
+    assert results == ["edge-sign.pem", "hpc-sign.pem"]
+    trusted = tls.signers_dir(tmp_path, "tasks") / "orchestrator-sign.pem"
+    assert trusted.read_bytes() == issued["orchestrator-sign"].cert.read_bytes()
+
+
+def test_add_device_adds_its_signing_certificate_to_the_result_signers(tmp_path):
+    issued = tls.init(tmp_path)
+    tls.add_device(tmp_path, "orin1")
+    signing = tls.signing_files(tmp_path, "edge-orin1")
+    cert = _signed_by_ca(signing.cert, issued["ca"].cert)
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "edge:orin1 signing"
+    trusted = tls.signers_dir(tmp_path, "results") / "edge-orin1-sign.pem"
+    assert trusted.read_bytes() == signing.cert.read_bytes()
+    assert not (tls.signers_dir(tmp_path, "tasks") / "edge-orin1-sign.pem").exists()
+
+
+def test_forced_reinit_empties_the_signers(tmp_path):
+    tls.init(tmp_path)
+    tls.add_device(tmp_path, "orin1")
+    tls.init(tmp_path, force=True)
+    # The old device's certificate would otherwise stay trusted: Celery checks no chain.
+    assert not (tls.signers_dir(tmp_path, "results") / "edge-orin1-sign.pem").exists()
+
+
+def test_init_signing_for_a_ca_made_before_signing(tmp_path):
+    tls.init(tmp_path)
+    for path in tmp_path.glob("*-sign*.pem"):
+        path.unlink()
+    with pytest.raises(TLSError, match="--force"):  # signers/ still holds certificates
+        tls.init_signing(tmp_path)
+    issued = tls.init_signing(tmp_path, force=True)
+    assert set(issued) == {f"{role}-sign" for role in tls.SIGNING_ROLES}
+    with pytest.raises(TLSError, match="tls init"):
+        tls.init_signing(tmp_path / "no-ca")
+
+
 @pytest.mark.parametrize("name", ["", "Orin", "a/b", "../x", "x" * 64])
 def test_add_device_rejects_bad_names(tmp_path, name):
     tls.init(tmp_path)
@@ -94,6 +160,9 @@ def test_cli_tls_init_and_add_device(tmp_path, capsys):
     assert "refusing to overwrite" in capsys.readouterr().err
     assert main(["tls", "add-device", "orin1", "--dir", str(tmp_path)]) == 0
     assert (tmp_path / "edge-orin1.pem").is_file()
+    assert "edge-orin1-sign.pem" in capsys.readouterr().out
+    assert main(["tls", "init-signing", "--dir", str(tmp_path), "--force"]) == 0
+    assert "signers/tasks" in capsys.readouterr().out
     assert main(["tls", "add-device", "Bad Name", "--dir", str(tmp_path)]) == 2
 
 

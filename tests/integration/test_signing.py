@@ -1,0 +1,247 @@
+"""Message signing (``security.sign``): a worker runs only what the orchestrator's key signed.
+
+A broker of its own with one signed edge worker (the session's ``broker_stack`` and ``workers``
+are unsigned). Bad messages are pushed the way an attacker holding a broker account would: raw
+``LPUSH`` of kombu's envelope onto the ``edge`` list. Each refusal is proven by a file that the
+task would have written, and by a correctly signed message pushed the same raw way that runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.security.certificate import Certificate
+from celery.security.key import PrivateKey
+from celery.security.serialization import SecureSerializer
+from kombu.exceptions import DecodeError
+from kombu.serialization import dumps
+
+from hpc2edge import broker, procs, signing, stack, tls
+from hpc2edge.celery import Hpc2EdgeCelery, make_app
+from hpc2edge.errors import BrokerUnreachable
+from tests.conftest import (
+    Stack,
+    _require_redis_server,
+    make_settings,
+    start_worker,
+    wait_ready,
+    worker_env,
+)
+
+pytestmark = pytest.mark.integration
+
+HOSTNAME = "edge@signed"
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A broker and one edge worker, both sides with ``[security] sign = true``."""
+    _require_redis_server()
+    settings = make_settings(tmp_path_factory.mktemp("signed"), {"HPC2EDGE_SECURITY_SIGN": "true"})
+    assert settings.security.sign
+    broker.start(settings)
+    signed_stack = Stack(state_dir=settings.state_dir, settings=settings)
+    worker = start_worker(signed_stack, "edge", HOSTNAME)
+    try:
+        wait_ready(signed_stack, "edge", worker)
+        yield signed_stack
+    finally:
+        procs.stop(worker)
+        broker.stop(settings.state_dir)
+        signing.reset()  # the auth serializers are process-wide: leave none to later tests
+
+
+@pytest.fixture(scope="module")
+def app(signed: Stack) -> Iterator[Hpc2EdgeCelery]:
+    a = make_app(signed.settings)
+    try:
+        yield a
+    finally:
+        a.close()
+
+
+def _refusal(stack_: Stack, needle: str) -> str:
+    """The worker's error records that mention ``needle`` (a task id, or a path in a body)."""
+    log = (stack_.state_dir / "logs" / f"{HOSTNAME}.log").read_text()
+    records = re.split(r"\n(?=\[\d{4}-\d\d-\d\d )", log)
+    found = [r for r in records if needle in r and ("ERROR/" in r or "CRITICAL/" in r)]
+    return "\n".join(found)
+
+
+def _unsubscribe(result: Any) -> None:
+    # A result never fulfilled stays subscribed; left to the garbage collector, it tries to
+    # unsubscribe after the broker is gone.
+    result.backend.remove_pending_result(result)
+
+
+def _touch_message(app: Hpc2EdgeCelery, path: Path) -> tuple[str, Any]:
+    """A ``tests.touch`` task message (headers, properties, body) with a fresh id."""
+    task_id = str(uuid.uuid4())
+    return task_id, app.amqp.as_task_v2(task_id, "tests.touch", args=[str(path)])
+
+
+def _push_raw(stack_: Stack, message: Any, payload: bytes | str, content_type: str) -> None:
+    """LPUSH kombu's Redis envelope of ``message`` with body ``payload`` onto ``edge``, as the
+    orchestrator's ACL user (the account that may write the queue)."""
+    body = payload.encode() if isinstance(payload, str) else payload
+    envelope = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": content_type,
+        "headers": message.headers,
+        "properties": {
+            **message.properties,
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "edge", "routing_key": "edge"},
+            "delivery_mode": 2,
+            "priority": 0,
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    with broker.client(stack_.settings) as client:
+        client.lpush("edge", json.dumps(envelope))
+
+
+def _signed_touch_runs(app: Hpc2EdgeCelery, path: Path) -> None:
+    """A correctly signed task after the bad ones: once it ran, the worker has handled them."""
+    assert app.send_task("tests.touch", args=[str(path)], queue="edge").get(timeout=15) == str(path)
+    assert path.exists()
+
+
+def test_signed_ping_is_executed_and_its_signed_result_verified(signed, app):
+    answer = stack.ping(signed.settings, "edge", timeout_s=10)
+    assert answer["hostname"] == HOSTNAME
+    assert app.conf.task_serializer == "auth" and app.conf.accept_content == ["auth"]
+
+
+def test_unsigned_json_task_is_refused_and_the_worker_serves_on(signed, app, tmp_path):
+    unsigned_settings = replace(
+        signed.settings, security=replace(signed.settings.security, sign=False)
+    )
+    unsigned = make_app(unsigned_settings)
+    target = tmp_path / "unsigned.txt"
+    try:
+        sent = unsigned.send_task("tests.touch", args=[str(target)], queue="edge")
+        _unsubscribe(sent)
+    finally:
+        unsigned.close()
+    _signed_touch_runs(app, tmp_path / "after.txt")
+    time.sleep(0.3)
+    assert not target.exists()
+    # kombu refuses it by content type, before decoding; the log shows the body, not the id.
+    assert "untrusted content of type json" in _refusal(signed, str(target))
+
+
+def test_tampered_and_foreign_signatures_are_refused(signed, app, tmp_path):
+    # Control: a correctly signed message pushed the same raw way runs.
+    good = tmp_path / "raw-good.txt"
+    good_id, message = _touch_message(app, good)
+    content_type, _, payload = dumps(message.body, serializer="auth")
+    assert content_type == "application/data"
+    _push_raw(signed, message, payload, content_type)
+    assert app.AsyncResult(good_id).get(timeout=15) == str(good)
+
+    # 1. Tampered: the signed body with one byte of its argument changed (path "...-a" -> "...-b").
+    tampered_path = tmp_path / "tampered-a.txt"
+    tampered_id, message = _touch_message(app, tampered_path)
+    _, _, payload = dumps(message.body, serializer="auth")
+    raw = base64.b64decode(payload)
+    needle = str(tampered_path).encode()
+    assert raw.count(needle) == 1
+    raw = raw.replace(needle, str(tmp_path / "tampered-b.txt").encode())
+    _push_raw(signed, message, base64.b64encode(raw), "application/data")
+
+    # 2. Signed with another valid certificate of our CA: the edge device's own signing key.
+    edge = tls.signing_files(signed.settings.tls.ca_cert.parent, "edge")
+    as_edge = SecureSerializer(
+        PrivateKey(edge.key.read_text()), Certificate(edge.cert.read_text()), None
+    )
+    foreign = tmp_path / "signed-by-edge.txt"
+    foreign_id, message = _touch_message(app, foreign)
+    _push_raw(signed, message, as_edge.serialize(message.body), "application/data")
+
+    _signed_touch_runs(app, tmp_path / "after.txt")
+    time.sleep(0.3)
+    assert not tampered_path.exists() and not (tmp_path / "tampered-b.txt").exists()
+    assert not foreign.exists()
+    # Celery 5.7 reports a bad signature as "Unable to deserialize: TypeError('catching classes
+    # that do not inherit from BaseException ...')" (celery/celery#5553); the cause is named
+    # in the traceback.
+    assert "cryptography.exceptions.InvalidSignature" in _refusal(signed, tampered_id)
+    assert "SecurityError: Unknown certificate" in _refusal(signed, foreign_id)
+    # Refused messages are acknowledged: discarded, not redelivered after visibility_timeout.
+    with broker.client(signed.settings) as client:
+        deadline = time.monotonic() + 5
+        while client.hlen("hpc2edge:unacked:edge") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.hlen("hpc2edge:unacked:edge") == 0
+        assert client.llen("edge") == 0
+
+
+def test_results_are_signed_by_the_worker_and_forged_ones_refused(signed, app, tmp_path):
+    tls_dir = signed.settings.tls.ca_cert.parent
+    result = app.send_task("tests.touch", args=[str(tmp_path / "r.txt")], queue="edge")
+    assert result.get(timeout=15) == str(tmp_path / "r.txt")  # verified on the way in
+    # The edge account may write any result (docs/security.md, known limit b).
+    with broker.client(signed.as_role("edge")) as client:
+        stored = client.get(f"celery-task-meta-{result.id}")
+        unsigned_id, other_key_id = str(uuid.uuid4()), str(uuid.uuid4())
+        forged = {"status": "SUCCESS", "result": "forged", "traceback": None, "children": []}
+        client.set(f"celery-task-meta-{unsigned_id}", json.dumps(forged))
+        # Signed, but with a key that is not a worker's (the orchestrator's own).
+        orch = tls.signing_files(tls_dir, "orchestrator")
+        as_orchestrator = SecureSerializer(
+            PrivateKey(orch.key.read_text()), Certificate(orch.cert.read_text()), None
+        )
+        client.set(f"celery-task-meta-{other_key_id}", as_orchestrator.serialize(forged))
+    signer = base64.b64decode(base64.b64decode(stored).split(b"\x00\x01")[0]).decode()
+    edge_cert = Certificate(tls.signing_files(tls_dir, "edge").cert.read_text())
+    assert signer == edge_cert.get_id()
+    for forged_id, reason in ((unsigned_id, "Unable to deserialize"), (other_key_id, "Unknown")):
+        pending = app.AsyncResult(forged_id)
+        try:
+            with pytest.raises(DecodeError, match=reason):
+                pending.get(timeout=5)
+        finally:
+            _unsubscribe(pending)
+
+
+def test_remote_control_is_signed_too(signed):
+    st = stack.status(signed.settings, timeout_s=1.0)
+    assert HOSTNAME in st.workers["edge"]
+
+
+def test_a_signing_certificate_cannot_log_in_to_the_broker(signed):
+    edge = signed.as_role("edge")
+    files = tls.signing_files(signed.settings.tls.ca_cert.parent, "edge")
+    as_signer = replace(edge, tls=replace(edge.tls, cert=files.cert, key=files.key))
+    with pytest.raises(BrokerUnreachable):
+        broker.client(as_signer, timeout_s=5).close()
+
+
+def test_a_shutdown_broadcast_signed_by_a_worker_is_refused(signed):
+    # A compromised edge device, with its own signing key, broadcasts `shutdown` to all workers
+    # (its ACL allows the pidbox channel: docs/security.md, known limit c).
+    code = "from hpc2edge.celery import app; app.control.broadcast('shutdown'); app.close()"
+    subprocess.run(
+        [sys.executable, "-c", code],
+        env=worker_env(signed, "edge"),
+        cwd=signed.state_dir,
+        check=True,
+        timeout=60,
+    )
+    time.sleep(0.5)
+    assert stack.ping(signed.settings, "edge", timeout_s=10)["hostname"] == HOSTNAME
+    # The refused body is signed (base64); a remote-control message carries a `clock` header.
+    assert "Unknown certificate" in _refusal(signed, "headers:{'clock'")

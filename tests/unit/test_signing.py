@@ -1,0 +1,39 @@
+"""The process-wide side of message signing (hpc2edge.signing); the wire is tested in
+tests/integration/test_signing.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from celery import Celery
+from kombu.serialization import registry
+
+from hpc2edge import signing, tls
+from hpc2edge.config import load_settings
+from hpc2edge.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def test_one_signing_identity_per_process(tmp_path):
+    tls.init(tmp_path / "tls")
+    env = {"HPC2EDGE_STATE_DIR": str(tmp_path), "HPC2EDGE_ROLE": "edge"}
+    edge = load_settings(environ={**env, "HPC2EDGE_SECURITY_SIGN": "true"}).security
+    hpc_files = tls.signing_files(tmp_path / "tls", "hpc")
+    other = replace(edge, key=hpc_files.key, cert=hpc_files.cert)
+    app = Celery("t", set_as_current=False)
+    app.conf.update(signing.celery_settings(edge))
+    try:
+        signing.install(app, edge)
+        signing.install(app, edge)  # the same identity again: fine
+        assert registry.name_to_type[signing.RESULT_SERIALIZER] == signing.RESULT_CONTENT_TYPE
+        assert "application/x-python-serialize" in registry._disabled_content_types  # pickle off
+        with pytest.raises(ConfigError, match="one signing identity"):
+            signing.check(other)
+        with pytest.raises(ConfigError, match="already signs"):
+            signing.install(app, other)
+    finally:
+        signing.reset()
+    assert signing.SERIALIZER not in registry.name_to_type
+    signing.check(other)  # free again after reset
