@@ -349,10 +349,12 @@ def ping_cmd(ctx: click.Context, queue: str, timeout_s: float, as_json: bool) ->
 
 def _register_lazy_commands() -> None:
     # Commands of other subsystems live beside their code; their modules import nothing heavy.
+    from hpc2edge.dashboard import dashboard_cmd
     from hpc2edge.data.cli import data_group
     from hpc2edge.k8s import k8s_group
     from hpc2edge.latency.cli import measure_cmd
     from hpc2edge.monitor import monitor_cmd
+    from hpc2edge.report import report_cmd
     from hpc2edge.search.cli import demo_cmd, search_cmd
     from hpc2edge.space.cli import export_cmd, space_group
     from hpc2edge.training.cli import train_cmd
@@ -366,6 +368,8 @@ def _register_lazy_commands() -> None:
     cli.add_command(monitor_cmd)
     cli.add_command(search_cmd)
     cli.add_command(demo_cmd)
+    cli.add_command(report_cmd)
+    cli.add_command(dashboard_cmd)
 
 
 _register_lazy_commands()

@@ -275,6 +275,21 @@ def _report_front(summary: dict[str, Any], study: Any, as_json: bool) -> None:
         click.echo(f"  trial {number} failed: {reason}")
 
 
+def _write_report(settings: Settings, study: Any, storage_url: str) -> Path:
+    """``hpc2edge report`` for a finished study, into ``<state_dir>/reports/<study>/``."""
+    from hpc2edge import report
+    from hpc2edge.store import MeasurementStore
+    from hpc2edge.store import default_url as default_store_url
+
+    store = MeasurementStore(settings.search.store or default_store_url(settings.state_dir))
+    try:
+        data = report.collect(study, store, storage=storage_url)
+    finally:
+        store.close()
+    out = settings.state_dir.absolute() / "reports" / study.study_name
+    return report.write(data, out)["html"]
+
+
 @click.command("search")
 @click.option(
     "--data",
@@ -315,7 +330,8 @@ def search_cmd(ctx: click.Context, data: Path, trials: int, study_name: str | No
 @click.pass_context
 def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: bool) -> None:
     """The whole mission on this machine in minutes: synthetic data, the local stack, a search
-    of the cnn3d space (8 x 41 x 41 inputs, quick protocol), the front, the stack down."""
+    of the cnn3d space (8 x 41 x 41 inputs, quick protocol), the front, the report, the stack
+    down."""
     from hpc2edge import stack
     from hpc2edge.data.synth import SynthSpec, generate
 
@@ -355,7 +371,9 @@ def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: b
             size=DEMO_PIN["size"],
         )
         _report_front(summary, study, as_json=False)
-        click.echo(f"\nstudy {name!r} is in {summary['storage']}; resume or extend it with:")
+        html = _write_report(settings, study, summary["storage"])
+        click.echo(f"\nreport: {html}")
+        click.echo(f"study {name!r} is in {summary['storage']}; resume or extend it with:")
         click.echo(
             f"  hpc2edge search --study {name} --data {data_dir} --trials {trials + 8} "
             "--frames 8 --size 41 --protocol quick --epochs 2 --lr 0.01 --engine single "

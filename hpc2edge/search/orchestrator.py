@@ -675,7 +675,11 @@ class Orchestrator:
             pending[t.number] = (task_id, self.clock.time())
         while pending:
             for number, (task_id, sent_at) in list(pending.items()):
-                outcome = self.dispatcher.poll(task_id)
+                try:
+                    outcome = self.dispatcher.poll(task_id)
+                except BrokerError as exc:  # the broker is away, or a result failed to verify
+                    log.warning("confirming trial %d: %s", number, exc)
+                    outcome = None
                 late = self.clock.time() - sent_at > self.config.measure_timeout_s
                 if outcome is None and not late:
                     continue
