@@ -6,10 +6,10 @@ optional latency budget.
 - ``paper``: the published system's scalar ``1000 * val_loss + latency_ms`` (REFERENCE.md §1), so
   its runs can be reproduced and compared.
 - ``latency_budget_ms`` (either objective): a constraint ``latency_ms - budget <= 0``. Optuna's
-  samplers get it through ``constraints_func`` (trials over budget are dominated by feasible
-  ones); with latency first, an architecture over budget is never trained: its trial ends PRUNED
-  with the constraint recorded, because its loss does not exist and a made-up one would mislead
-  the sampler.
+  samplers get it as the trial's constraint (``Trial.set_constraint`` on Optuna >= 5,
+  ``constraints_func`` before; trials over budget are dominated by feasible ones). With latency
+  first, an architecture over budget is never trained: its trial ends PRUNED with the constraint
+  recorded, because its loss does not exist and a made-up one would mislead the sampler.
 """
 
 from __future__ import annotations
@@ -70,6 +70,14 @@ class Objective:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Objective:
         return cls(str(data["name"]), data.get("latency_budget_ms"))
+
+
+def native_constraints() -> bool:
+    """Optuna >= 5 records constraints on the trial (``Trial.set_constraint``) and its samplers
+    read them there; ``constraints_func`` is deprecated. Older Optuna needs the function."""
+    import optuna
+
+    return hasattr(optuna.trial.Trial, "set_constraint")
 
 
 def constraints_func(trial: Any) -> Sequence[float]:

@@ -46,7 +46,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpc2edge.errors import BrokerError, Hpc2EdgeError
 from hpc2edge.search import candidate as cand
 from hpc2edge.search.dispatch import Dispatcher
-from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective
+from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, native_constraints
 from hpc2edge.space.base import ArchSpec, SearchSpace
 from hpc2edge.store import DeviceContext, MeasurementStore
 
@@ -389,10 +389,11 @@ class Orchestrator:
             if job.spec is not None:
                 self._by_arch[job.spec.arch_id] = job.key
             return True
-        copied = ("onnx_sha256", "params", "flops", "latency_ms", "latency", "val_mse", "train")
-        for key in (*copied, CONSTRAINT_ATTR):
+        for key in ("onnx_sha256", "params", "flops", "latency", "val_mse", "train"):
             if key in source.attrs:
                 self._set(job, key, source.attrs[key])
+        if "latency_ms" in source.attrs:
+            self._set_latency(job, source.attrs["latency_ms"])  # with its constraint
         if source.state == "pruned":
             self._finish(job, "pruned", source.attrs.get("reason", "pruned"))
         else:
@@ -540,6 +541,9 @@ class Orchestrator:
         constraint = self.objective.constraint(latency_ms)
         if constraint is not None:
             self._set(job, CONSTRAINT_ATTR, constraint)
+            if job.trial_id is not None and native_constraints():
+                trial = optuna.trial.Trial(self.study, job.trial_id)
+                trial.set_constraint("latency_ms", constraint)
         self._set(job, "latency_ms", latency_ms)
 
     def _trained(self, job: Job, task: dict[str, Any], result: dict[str, Any]) -> None:
