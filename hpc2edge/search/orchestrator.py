@@ -363,7 +363,11 @@ class Orchestrator:
                 return True
         # The baseline is always trained: it is the yardstick, not a candidate.
         over = "latency_ms" in job.attrs and self.objective.over_budget(job.attrs["latency_ms"])
-        if over and job.number is not None and "val_mse" not in job.attrs:
+        # Pruned only when nothing was spent on training; without latency first the training is
+        # already running: its loss is recorded and the trial is COMPLETE with the constraint
+        # violated, which the samplers learn from.
+        untrained = "val_mse" not in job.attrs and "train_task" not in job.attrs
+        if over and job.number is not None and untrained:
             self._finish(job, "pruned", self._budget_reason(job))
             return True
         train_now = "val_mse" not in job.attrs and (

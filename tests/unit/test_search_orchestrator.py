@@ -19,7 +19,11 @@ from hpc2edge.artifacts import DirectoryArtifactStore  # noqa: E402
 from hpc2edge.search import candidate as cand  # noqa: E402
 from hpc2edge.search import study as st  # noqa: E402
 from hpc2edge.search.dispatch import InlineDispatcher  # noqa: E402
-from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective  # noqa: E402
+from hpc2edge.search.objectives import (  # noqa: E402
+    CONSTRAINT_ATTR,
+    Objective,
+    native_constraints,
+)
 from hpc2edge.search.orchestrator import (  # noqa: E402
     LEASE_ATTR,
     Orchestrator,
@@ -347,3 +351,20 @@ def test_confirm_front_remeasures_with_fresh_tasks(h: Harness) -> None:
     for number, c in confirmed.items():
         trial = o.study.trials[int(number)]
         assert c["p50_ms"] == pytest.approx(trial.user_attrs["latency_ms"])
+
+
+def test_without_latency_first_over_budget_trials_complete_as_infeasible(h: Harness) -> None:
+    budget = 0.9
+    o = h.orchestrator(trials=8, objective=Objective("pareto", budget), latency_first=False)
+    summary = o.run()
+    assert summary["pruned"] == 0
+    over = [t for t in o.study.trials if t.user_attrs["latency_ms"] > budget]
+    assert over, "the budget was chosen so that some networks are over it"
+    for t in over:
+        # The training was paid for: its loss is recorded, and the constraint marks it infeasible.
+        assert t.state.name == "COMPLETE" and t.values[0] == t.user_attrs["val_mse"]
+        assert t.user_attrs[CONSTRAINT_ATTR] > 0
+        if native_constraints():  # Optuna >= 5: the samplers read it from the trial
+            assert t.constraints["latency_ms"] > 0
+    assert h.sent("train") == len({t.user_attrs["arch_id"] for t in o.study.trials})
+    assert all(t.user_attrs["latency_ms"] <= budget for t in o.front())

@@ -1,0 +1,294 @@
+"""Run every benchmark of the project, write ``bench/results.json``, regenerate the README's table.
+
+Each benchmark is its own script (``bench/<name>.py``) that measures two things side by side in one
+run and writes its full figures with ``--json``. This runs them one after the other (never in
+parallel: they would time each other), keeps each one's JSON under ``benchmarks.<name>`` and the
+headline figures under ``headline``, with a description of the machine, in ``bench/results.json``.
+The README's summary table (between ``<!-- bench:summary:start -->`` and ``:end -->``) is
+generated from that file, so the figures in the README are the ones on record.
+
+Usage::
+
+    python bench/run_all.py                     # everything (about 20 minutes on 2 CPU cores)
+    python bench/run_all.py --only dispatch,loader
+    python bench/run_all.py --readme-only       # regenerate the README table from results.json
+
+A benchmark that fails is recorded with its exit code and the tail of its output, the others
+still run, and the exit status is non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results.json"
+README = ROOT / "README.md"
+START = "<!-- bench:summary:start -->"
+END = "<!-- bench:summary:end -->"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark script: its arguments and how to read its headline figures."""
+
+    name: str
+    args: tuple[str, ...]
+    json_flag: str
+    headline: Callable[[dict[str, Any]], dict[str, Any]]
+    what: str
+
+
+def _dispatch(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task_round_trip_p50_ms": r["task_round_trip_ms"]["p50"],
+        "redis_ping_p50_ms": r["redis_ping_ms"]["p50"],
+        "ratio_task_over_ping_p50": r["ratio_p50"],
+    }
+
+
+def _loader(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "reference_samples_per_s": r["samples_per_s"]["reference"]["best"],
+        "ratio_first_pass": r["ratio_first_pass"],
+        "ratio_later_passes": r["ratio_later_passes"],
+    }
+
+
+def _repeatability(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "protocol_max_deviation_from_median": r["protocol_max_deviation_from_median"],
+        "protocol_spread": r["protocol_spread"],
+        "paper_style_spread": r["paper_style_spread"],
+    }
+
+
+def _models(r: dict[str, Any]) -> dict[str, Any]:
+    rows = {row["name"]: row for row in r["rows"]}
+    base = r["rows"][0]
+    return {
+        row["name"]: {
+            "params": row["params"],
+            "gflops": row["gflops"],
+            "forward_ms": row["forward_ms_median"],
+            "x_faster_than_baseline": base["forward_ms_median"] / row["forward_ms_median"],
+        }
+        for row in rows.values()
+    }
+
+
+def _search(r: dict[str, Any]) -> dict[str, Any]:
+    tpe = r["latency_first"]["tpe"]
+    rnd = r["latency_first"]["random"]
+    return {
+        "hv_ratio_tpe_over_random": r["hv_ratio_tpe_over_random"],
+        "trials": r["settings"]["trials"],
+        "seeds": r["settings"]["seeds"],
+        "latency_first_train_time_ratio_tpe": tpe["train_task_s_ratio"],
+        "latency_first_train_s_saved_tpe": tpe["train_task_s_saved"],
+        "latency_first_train_time_ratio_random": rnd["train_task_s_ratio"],
+        "latency_first_train_s_saved_random": rnd["train_task_s_saved"],
+    }
+
+
+BENCHES = (
+    Bench("dispatch", ("--n", "500"), "--json", _dispatch,
+          "edge task round trip through Celery vs a raw TLS PING"),
+    Bench("repeatability", ("--runs", "5"), "--json", _repeatability,
+          "the edge protocol's medians over 5 runs vs the paper's 10-run mean"),
+    Bench("loader", (), "--json", _loader, "LPBFReader vs a reference-style HDF5 reader"),
+    Bench("models", ("--repeats", "3"), "--json", _models, "forward time on CPU vs the baseline"),
+    Bench("search", (), "--json", _search,
+          "TPE vs random hypervolume; latency-first vs training everything"),
+)  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg_1m": os.getloadavg()[0],
+        "versions": {n: version(n) for n in ("torch", "onnxruntime", "optuna", "celery", "redis")},
+    }
+
+
+def run(bench: Bench, python: str, timeout_s: float) -> dict[str, Any]:
+    """Run one benchmark script; its JSON, or the failure."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{bench.name}-") as tmp:
+        out = Path(tmp) / "out.json"
+        argv = [python, str(ROOT / "bench" / f"{bench.name}.py"), *bench.args, bench.json_flag,
+                str(out)]  # fmt: skip
+        print(f"== {bench.name}: {' '.join(argv[1:])}", flush=True)
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": f"timed out after {timeout_s:.0f} s"}
+        took = time.monotonic() - t0
+        print(proc.stdout[-4000:], flush=True)
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stdout + proc.stderr)[-3000:]
+            print(tail, file=sys.stderr)
+            return {"ok": False, "exit_code": proc.returncode, "output_tail": tail, "run_s": took}
+        data = json.loads(out.read_text())
+    return {
+        "ok": True,
+        "command": f"python bench/{bench.name}.py {' '.join(bench.args)}".strip(),
+        "run_s": took,
+        "headline": bench.headline(data),
+        "result": data,
+    }
+
+
+def _x(v: float) -> str:
+    return f"{v:.1f}x" if v >= 10 else f"{v:.2f}x"
+
+
+def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(benchmark, figure, value) rows for the README, from ``results.json``."""
+    rows: list[tuple[str, str, str]] = []
+    b = results.get("benchmarks", {})
+
+    def ok(name: str) -> dict[str, Any] | None:
+        entry = b.get(name)
+        return entry["headline"] if entry and entry.get("ok") else None
+
+    if h := ok("dispatch"):
+        rows.append(("dispatch", "edge task round trip p50 / raw TLS PING p50",
+                     f"{h['task_round_trip_p50_ms']:.2f} ms / {h['redis_ping_p50_ms']:.3f} ms "
+                     f"({_x(h['ratio_task_over_ping_p50'])})"))  # fmt: skip
+    if h := ok("repeatability"):
+        rows.append(("repeatability", "largest deviation of 5 protocol medians from their median",
+                     f"{h['protocol_max_deviation_from_median']:.1%} (goal within 5 %); "
+                     f"paper-style spread {h['paper_style_spread']:.1%}"))  # fmt: skip
+    if h := ok("loader"):
+        rows.append(("loader", "samples/s vs the reference reader, first / later passes",
+                     f"{_x(h['ratio_first_pass'])} / {_x(h['ratio_later_passes'])}"))  # fmt: skip
+    if h := ok("models"):
+        smallest = h.get("swin3d smallest") or next(iter(h.values()))
+        rows.append(("models", "smallest swin3d vs Video Swin-T, forward on CPU",
+                     f"{_x(smallest['x_faster_than_baseline'])} faster, "
+                     f"{smallest['params'] / 1e6:.2f} M params"))  # fmt: skip
+    if h := ok("search"):
+        rows.append(
+            (
+                "search",
+                f"hypervolume TPE / random at {h['trials']} trials (mean of {h['seeds']} seeds)",
+                _x(h["hv_ratio_tpe_over_random"]),
+            )
+        )
+        rows.append(
+            (
+                "search",
+                "training time, latency first / training everything (TPE; random)",
+                f"{_x(h['latency_first_train_time_ratio_tpe'])}; "
+                f"{_x(h['latency_first_train_time_ratio_random'])} "
+                f"({h['latency_first_train_s_saved_random']:.0f} s saved with random)",
+            )
+        )
+    for name, entry in b.items():
+        if not entry.get("ok"):
+            rows.append((name, "failed", entry.get("error") or f"exit {entry.get('exit_code')}"))
+    return rows  # fmt: skip
+
+
+def render_table(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        START,
+        f"Generated by `python bench/run_all.py` from `bench/results.json` "
+        f"({results['generated_utc']}; {m['cpu']}, {m['cpu_count']} CPUs, Python {m['python']}, "
+        f"load {m['load_avg_1m']:.1f} at the start). Details of each in the sections below.",
+        "",
+        "| benchmark | figure | value |",
+        "|---|---|---|",
+        *(f"| {n} | {f} | {v} |" for n, f, v in summary_rows(results)),
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(results: dict[str, Any], readme: Path = README) -> bool:
+    """Replace the summary between the markers; False when the markers are missing."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        return False
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + render_table(results) + tail)
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="comma-separated names: " +
+                        ", ".join(b.name for b in BENCHES))  # fmt: skip
+    parser.add_argument("--readme-only", action="store_true",
+                        help="only regenerate the README table from results.json")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=1800, help="per benchmark, seconds")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if not args.readme_only:
+        names = {b.name for b in BENCHES}
+        chosen = set(args.only.split(",")) if args.only else names
+        if unknown := chosen - names:
+            parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+        results["machine"] = machine()
+        results["generated_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        benchmarks = results.setdefault("benchmarks", {})
+        for bench in BENCHES:
+            if bench.name in chosen:
+                benchmarks[bench.name] = run(bench, sys.executable, args.timeout)
+                args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        results["headline"] = {
+            name: entry["headline"] for name, entry in benchmarks.items() if entry.get("ok")
+        }
+        args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {args.out}")
+    if not results:
+        parser.error(f"{args.out} does not exist: run the benchmarks first")
+    if update_readme(results):
+        print(f"updated the summary table in {README}")
+    else:
+        print(f"{README} has no {START} ... {END} markers: table not written", file=sys.stderr)
+    print(render_table(results))
+    failed = [n for n, e in results.get("benchmarks", {}).items() if not e.get("ok")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
