@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpc2edge import broker, procs
-from hpc2edge.errors import TrainingError
+from hpc2edge.errors import DataError, TrainingError
 from hpc2edge.training.request import TrainRequest
 from hpc2edge.training.result import TrainResult
 from hpc2edge.training.worker_main import write_json_atomic
@@ -268,6 +268,8 @@ def _read_result(returncode: int, out_file: Path, log_file: Path) -> TrainResult
         if report.get("status") == "error":
             err = report.get("error") or {}
             kind = err.get("type", "Error")
+            if kind == "DataError":  # the input's fault (a corrupt file), not the training's
+                raise DataError(f"{err.get('message', '')} (found by the training process)")
             prefix = "" if kind == "TrainingError" else f"{kind}: "
             raise TrainingError(
                 f"{prefix}{err.get('message', '')} "

@@ -7,6 +7,8 @@ and a diverging training come back as typed errors, and the worker serves the ne
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hpc2edge.celery import make_app
@@ -70,3 +72,37 @@ def test_failures_are_typed_errors_and_the_worker_keeps_serving(workers, app, da
         assert result["worker"] == "train@test"
     ok = _train(app, tiny_request(data, trial_key="it-after-errors", epochs=1))
     assert ok["status"] == "ok", ok["error"]
+
+
+def test_malformed_and_corrupt_input_is_refused_and_nothing_is_recorded(
+    broker_stack, workers, app, data, tmp_path
+):
+    """Wrong types, missing fields, oversized fields, a corrupt and a truncated HDF5 file: typed
+    errors, no result recorded for those trial keys, and the worker trains the next request."""
+    from hpc2edge.training.service import RESULTS_DIR, ResultStore
+
+    garbage = tmp_path / "C027.hdf5"
+    garbage.write_bytes(b"\x89HDF\r\n\x1a\n" + b"not really hdf5 " * 64)
+    truncated = tmp_path / "C028.hdf5"
+    whole = Path(data[0]).read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 3])
+    base = tiny_request(data, trial_key="bad-base")
+    no_spec = {k: v for k, v in base.items() if k != "spec"}
+    cases = {
+        "bad-types": ({**base, "epochs": "two", "seed": -1}, "ValueError"),
+        "bad-missing": (no_spec, "ValueError"),
+        "bad-oversized": ({**base, "space": "s" * 1_000_000}, "ValueError"),
+        "bad-hdf5": (tiny_request([garbage]), "DataError"),
+        "bad-truncated": (tiny_request([truncated]), "DataError"),
+    }
+    for key, (request, _) in cases.items():
+        request["trial_key"] = key
+    for key, (request, expected) in cases.items():
+        result = _train(app, request)
+        assert result["status"] == "error", key
+        assert result["error"]["type"] == expected, (key, result["error"])
+    store = ResultStore(broker_stack.state_dir / RESULTS_DIR)
+    assert all(store.get(key) is None for key in cases), "a failed request left a record"
+    ok = _train(app, tiny_request(data, trial_key="bad-then-good", epochs=1))
+    assert ok["status"] == "ok", ok["error"]
+    assert store.get("bad-then-good") is not None
