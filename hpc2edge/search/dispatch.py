@@ -60,8 +60,22 @@ class Outcome:
         return cls(False, result, error, transient=error.get("type") in TRANSIENT_ERRORS)
 
 
-#: Typed errors that say nothing about the candidate: another attempt may succeed.
-TRANSIENT_ERRORS = frozenset({"ArtifactNotFound", "BrokerUnreachable", "BrokerError"})
+#: Errors that say nothing about the candidate: another attempt may succeed. Besides our typed
+#: ones, what a worker's task reports when the broker went away under it (a result it could not
+#: store becomes a FAILURE carrying the connection error once the broker is back).
+TRANSIENT_ERRORS = frozenset(
+    {
+        "ArtifactNotFound",
+        "BrokerUnreachable",
+        "BrokerError",
+        "ConnectionError",
+        "ConnectionRefusedError",
+        "ConnectionResetError",
+        "BrokenPipeError",
+        "TimeoutError",
+        "OperationalError",
+    }
+)
 
 
 class Dispatcher(abc.ABC):
@@ -133,7 +147,9 @@ class InlineDispatcher(Dispatcher):
             result = self.handlers[kind](payload)
         except Exception as exc:  # a raising task: what Celery reports as FAILURE
             del self._pending[task_id]
-            self._done[task_id] = Outcome(False, None, _error(exc))
+            error = _error(exc)
+            transient = error["type"] in TRANSIENT_ERRORS
+            self._done[task_id] = Outcome(False, None, error, transient=transient)
             return self._done[task_id]
         if result is None:
             return None
@@ -201,7 +217,9 @@ class CeleryDispatcher(Dispatcher):
                 return Outcome.from_result(res.result)
             if state == "FAILURE":
                 exc = res.result
-                return Outcome(False, None, _error(exc) if isinstance(exc, BaseException) else None)
+                error = _error(exc) if isinstance(exc, BaseException) else None
+                transient = error is not None and error["type"] in TRANSIENT_ERRORS
+                return Outcome(False, None, error, transient=transient)
             if state == "REVOKED":
                 # Expired in the queue (or revoked by an operator): nothing ran.
                 err = {"type": "TaskExpired", "message": "the task expired before a worker ran it"}

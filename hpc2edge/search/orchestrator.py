@@ -480,7 +480,8 @@ class Orchestrator:
                     protocol=self.config.protocol,
                 )
             else:
-                trial_key = f"{self.study.study_name}/{job.key}"
+                # Unique across storages: train nodes keep results by this key for good.
+                trial_key = f"{self._tag}/{job.key}"
                 payload = self.plan.request(trial_key, job.spec, self.space.name)
         except BrokerError as exc:
             log.warning("%s: cannot send the %s task yet: %s", job.label, kind, exc)

@@ -127,7 +127,7 @@ def test_tight_budget_sends_no_train_task(broker_stack, workers, data, urls):
 
 
 def test_edge_gone_fails_trials_after_the_timeout_and_the_search_finishes(
-    broker_stack, workers, data, urls
+    broker_stack, workers, data, urls, tmp_path
 ):
     app = make_app(broker_stack.settings)
     control = {"destination": ["edge@test"], "reply": True, "timeout": 5}
@@ -155,6 +155,14 @@ def test_edge_gone_fails_trials_after_the_timeout_and_the_search_finishes(
         discarded = len(re.findall(pattern, Path(workers.edge.log).read_text(errors="replace")))
     assert discarded == 4, "2 trials x 2 attempts, each dropped unrun"
     assert executed(workers.edge.log, "measure", tag_of(study)) == []
+    # And measurements resume: the same device serves the next search (an empty store, so the
+    # device has to measure).
+    fresh = {**urls, "store_url": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    summary, _ = run_search(
+        broker_stack.settings, study_name="e2e-back", data=data, trials=1, progress=False,
+        **fresh, **{**OPTIONS, "seed": 22},
+    )  # fmt: skip
+    assert summary["complete"] == 1 and summary["tasks_sent"]["measure"] == 1
 
 
 def test_resume_after_sigkill(broker_stack, workers, data, urls, tmp_path):

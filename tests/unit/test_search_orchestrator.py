@@ -368,3 +368,24 @@ def test_without_latency_first_over_budget_trials_complete_as_infeasible(h: Harn
             assert t.constraints["latency_ms"] > 0
     assert h.sent("train") == len({t.user_attrs["arch_id"] for t in o.study.trials})
     assert all(t.user_attrs["latency_ms"] <= budget for t in o.front())
+
+
+def test_a_task_that_raised_a_connection_error_is_retried(h: Harness) -> None:
+    """A worker whose broker went away reports its task as failed with a connection error:
+    that says nothing about the candidate, so the task is sent again."""
+    real = h.trainer
+    calls = {"n": 0}
+
+    def flaky(payload: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+        return real(payload)
+
+    h.dispatcher.handlers["train"] = flaky
+    o = h.orchestrator(trials=1, backoff_s=1)
+    o.run()
+    t = o.study.trials[0]
+    assert t.state.name == "COMPLETE"
+    assert t.user_attrs["train_task"]["attempt"] == 2
+    assert t.user_attrs["train_errors"][0].startswith("train: ConnectionError")
