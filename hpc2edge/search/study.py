@@ -94,7 +94,10 @@ def load_study(name: str, url: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage(url))
     except KeyError as exc:
         names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage(url)))
-        raise SearchError(f"no study {name!r} in {url} (studies: {names or 'none'})") from exc
+        from hpc2edge.config import mask_url
+
+        where = mask_url(url)
+        raise SearchError(f"no study {name!r} in {where} (studies: {names or 'none'})") from exc
 
 
 def study_names(url: str) -> list[str]:
