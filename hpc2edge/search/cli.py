@@ -373,9 +373,10 @@ def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: b
         _report_front(summary, study, as_json=False)
         html = _write_report(settings, study, summary["storage"])
         click.echo(f"\nreport: {html}")
-        click.echo(f"study {name!r} is in {summary['storage']}; resume or extend it with:")
+        click.echo(f"study {name!r} is in {summary['storage']}; extend it with:")
         click.echo(
-            f"  hpc2edge search --study {name} --data {data_dir} --trials {trials + 8} "
+            f"  hpc2edge up && hpc2edge search --study {name} --data {data_dir} "
+            f"--trials {trials + 8} "
             "--frames 8 --size 41 --protocol quick --epochs 2 --lr 0.01 --engine single "
             "--test-fraction 0.25"
         )
