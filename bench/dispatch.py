@@ -107,14 +107,9 @@ def _redis_server_version(executable: str) -> str:
 
 
 def _cpu_model() -> str | None:
-    # Linux only; elsewhere platform.processor() is the best cheap guess (often empty).
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+    from hpc2edge.latency.telemetry import cpu_model
+
+    return cpu_model() or platform.processor() or None
 
 
 def describe_machine(redis_server: str) -> dict[str, Any]:

@@ -71,13 +71,9 @@ class ReferenceReader:
 
 
 def _cpu_model() -> str | None:
-    try:
-        for row in Path("/proc/cpuinfo").read_text().splitlines():
-            if row.startswith("model name"):
-                return row.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+    from hpc2edge.latency.telemetry import cpu_model
+
+    return cpu_model() or platform.processor() or None
 
 
 def describe_machine() -> dict[str, Any]:

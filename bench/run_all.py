@@ -117,14 +117,9 @@ BENCHES = (
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from hpc2edge.latency.telemetry import cpu_model
+
+    cpu = cpu_model() or platform.processor() or platform.machine()
 
     def version(name: str) -> str | None:
         try:

@@ -113,14 +113,9 @@ BUDGET_SAMPLERS = ("tpe", "random")
 
 
 def _cpu_model() -> str | None:
-    # Linux only; elsewhere platform.processor() is the best cheap guess (often empty).
-    try:
-        for row in Path("/proc/cpuinfo").read_text().splitlines():
-            if row.startswith("model name"):
-                return row.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+    from hpc2edge.latency.telemetry import cpu_model
+
+    return cpu_model() or platform.processor() or None
 
 
 def _version(name: str) -> str | None:

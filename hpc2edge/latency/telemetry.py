@@ -80,7 +80,8 @@ def _run(args: list[str], timeout_s: float = 5.0) -> str | None:
 # --- identity ---------------------------------------------------------------------------------
 
 
-def _cpu_model(root: Path) -> str | None:
+def cpu_model(root: Path = ROOT) -> str | None:
+    """The CPU's model name from ``/proc/cpuinfo`` (x86 and Arm spellings), or None."""
     text = _read(root / "proc/cpuinfo") or ""
     for key in ("model name", "Hardware", "Model", "cpu model", "Processor"):
         match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
@@ -199,7 +200,7 @@ def fingerprint(root: Path = ROOT) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "python": sys.version.split()[0],
-        "cpu_model": _cpu_model(root),
+        "cpu_model": cpu_model(root),
         "cpu_count": os.cpu_count(),
         "memory_total_bytes": _memory_total_bytes(root),
         "device_model": _device_model(root),
