@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,18 @@ def make_settings(state_dir: Path, extra_env: dict[str, str] | None = None) -> S
     env = {"HPC2EDGE_STATE_DIR": str(state_dir), "HPC2EDGE_BROKER_PORT": str(broker.free_port())}
     env.update(extra_env or {})
     return stack.prepare(load_settings(environ=env))
+
+
+@contextmanager
+def own_broker(state_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A broker of a test's own (own settings, e.g. a short visibility timeout), stopped after."""
+    _require_redis_server()
+    settings = make_settings(state_dir, extra_env)
+    broker.start(settings)
+    try:
+        yield Stack(state_dir=settings.state_dir, settings=settings)
+    finally:
+        broker.stop(settings.state_dir)
 
 
 @pytest.fixture(scope="session")

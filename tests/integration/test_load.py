@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc2edge import broker, procs, stack
+from hpc2edge import procs
 from hpc2edge.celery import make_app
-from hpc2edge.config import load_settings
-from tests.conftest import Stack, start_worker, wait_ready
+from tests.conftest import Stack, own_broker, start_worker, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,14 +26,8 @@ N_WORKERS = 3
 
 @pytest.fixture(scope="module")
 def load_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    state_dir = tmp_path_factory.mktemp("load-stack")
-    env = {"HPC2EDGE_STATE_DIR": str(state_dir), "HPC2EDGE_BROKER_PORT": str(broker.free_port())}
-    settings = stack.prepare(load_settings(environ=env))
-    broker.start(settings)
-    try:
-        yield Stack(state_dir=settings.state_dir, settings=settings)
-    finally:
-        broker.stop(settings.state_dir)
+    with own_broker(tmp_path_factory.mktemp("load-stack")) as stack_:
+        yield stack_
 
 
 def test_ten_thousand_tasks_none_lost_none_twice(load_stack: Stack, tmp_path: Path) -> None:

@@ -21,11 +21,10 @@ import pytest
 pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
-from hpc2edge import broker, procs, stack  # noqa: E402
-from hpc2edge.config import load_settings  # noqa: E402
+from hpc2edge import broker, procs  # noqa: E402
 from hpc2edge.search.cli import run_search  # noqa: E402
 from hpc2edge.training.testing import make_tiny_data  # noqa: E402
-from tests.conftest import Stack, start_worker, wait_ready  # noqa: E402
+from tests.conftest import Stack, own_broker, start_worker, wait_ready  # noqa: E402
 from tests.integration.test_search_e2e import OPTIONS, executed, tag_of  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,20 +35,13 @@ VISIBILITY_S = 60
 
 @pytest.fixture(scope="module")
 def short_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    state_dir = tmp_path_factory.mktemp("fault-stack")
     env = {
-        "HPC2EDGE_STATE_DIR": str(state_dir),
-        "HPC2EDGE_BROKER_PORT": str(broker.free_port()),
         "HPC2EDGE_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
         "HPC2EDGE_WORKER_TRAIN_TIME_LIMIT_S": "50",
         "HPC2EDGE_WORKER_MEASURE_TIME_LIMIT_S": "40",
     }
-    settings = stack.prepare(load_settings(environ=env))
-    broker.start(settings)
-    try:
-        yield Stack(state_dir=settings.state_dir, settings=settings)
-    finally:
-        broker.stop(settings.state_dir)
+    with own_broker(tmp_path_factory.mktemp("fault-stack"), env) as stack_:
+        yield stack_
 
 
 # A measurement of about 5 s (the quick protocol takes under a second on these tiny models), so
