@@ -92,3 +92,19 @@ def test_edge_can_use_its_own_queue(edge):
     key = "edge\x06\x169"  # a priority sub-list nobody consumes in these tests
     assert edge.lpush(key, "probe") == 1
     assert edge.rpop(key) == b"probe"
+
+
+def test_edge_reaches_no_study_data(broker_stack, edge):
+    """The study and the measurement store live in SQL on the HPC side: the edge's config names
+    neither, and in Redis the edge reads only artifacts, never the orchestrator's keys."""
+    from hpc2edge import stack
+
+    config = stack.role_config_path(broker_stack.settings, "edge").read_text()
+    assert "search.db" not in config and "measurements.db" not in config
+    for key in ("hpc2edge:unacked:orchestrator", "hpc2edge:unacked:hpc", "hpc2edge:anything"):
+        with pytest.raises(NOPERM):
+            edge.get(key)
+        with pytest.raises(NOPERM):
+            edge.set(key, "x")
+    with pytest.raises(NOPERM):
+        edge.set("hpc2edge:artifact:" + "0" * 64, b"a model the edge made up")
