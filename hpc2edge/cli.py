@@ -8,7 +8,6 @@ than a traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,18 +15,11 @@ from typing import Any
 
 import click
 
-from hpc2edge import __version__
-from hpc2edge.config import Settings, load_settings, render_masked
+from hpc2edge import __version__, cli_settings
+from hpc2edge.config import render_masked
 from hpc2edge.errors import Hpc2EdgeError
 
-
-def _settings(
-    ctx: click.Context, *, require_files: bool = False, state_dir: Path | None = None
-) -> Settings:
-    env = dict(os.environ)
-    if state_dir is not None:
-        env["HPC2EDGE_STATE_DIR"] = str(state_dir)
-    return load_settings(ctx.obj.get("config"), env, require_files=require_files)
+_settings = cli_settings.settings
 
 
 def _print_json(data: Any) -> None:

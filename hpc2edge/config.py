@@ -496,6 +496,22 @@ def _task_signers(role: str) -> Path:
     return Path("tls/signers/tasks" if role in WORKER_ROLES else "tls/signers/results")
 
 
+def study_storage_url(settings: Settings, given: str | None = None) -> str:
+    """The Optuna storage: ``given``, else ``search.storage``, else ``<state_dir>/search.db``."""
+    if given:
+        return given
+    return settings.search.storage or f"sqlite:///{(settings.state_dir / 'search.db').absolute()}"
+
+
+def measurement_store_url(settings: Settings, given: str | None = None) -> str:
+    """The measurement store: ``given``, else ``search.store``, else ``<state_dir>/measurements.db``
+    (SQLite)."""
+    if given:
+        return given
+    default = f"sqlite:///{(settings.state_dir / 'measurements.db').absolute()}"
+    return settings.search.store or default
+
+
 def secrets_dir(settings: Settings) -> Path:
     """The folder of the roles' password files: beside this role's, else ``<state_dir>/secrets``."""
     if settings.broker.password_file is not None:

@@ -14,7 +14,6 @@ error here, not an empty database created on the spot; :func:`open_storage` is s
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from pathlib import Path
@@ -23,7 +22,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import click
 
-from hpc2edge.config import MASK, Settings, load_settings, mask_url
+from hpc2edge import cli_settings
+from hpc2edge.config import MASK, mask_url, study_storage_url
 from hpc2edge.errors import Hpc2EdgeError
 from hpc2edge.monitor import is_loopback
 
@@ -33,16 +33,6 @@ DEFAULT_PORT = 8080
 
 class StudyStorageError(Hpc2EdgeError):
     """The study storage does not exist or cannot be opened."""
-
-
-def storage_url(settings: Settings, url: str | None = None) -> str:
-    """``url``, else the config's ``search.storage``, else ``sqlite:///<state_dir>/search.db``."""
-    if url:
-        return url
-    if settings.search.storage:
-        return settings.search.storage
-    # As hpc2edge.search.study.default_storage_url, without importing optuna for it.
-    return f"sqlite:///{(settings.state_dir / 'search.db').absolute()}"
 
 
 def _masked(text: str, url: str) -> str:
@@ -144,8 +134,8 @@ def dashboard_cmd(ctx: click.Context, url: str | None, host: str, port: int) -> 
     another machine: `ssh -N -L 8080:127.0.0.1:8080 user@this-host`, then open
     http://localhost:8080.
     """
-    settings = load_settings((ctx.find_root().obj or {}).get("config"), dict(os.environ))
-    url = storage_url(settings, url)
+    settings = cli_settings.settings(ctx)
+    url = study_storage_url(settings, url)
     storage = open_storage(url)
     names = [s.study_name for s in storage.get_all_studies()]
     server = make_dashboard_server(storage, host, port)
@@ -178,5 +168,4 @@ __all__ = [
     "dashboard_cmd",
     "make_dashboard_server",
     "open_storage",
-    "storage_url",
 ]

@@ -24,7 +24,6 @@ Importing this module imports neither optuna nor matplotlib (it registers a comm
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,8 +31,9 @@ from typing import Any
 
 import click
 
-from hpc2edge.config import load_settings, mask_url
-from hpc2edge.dashboard import StudyStorageError, open_storage, storage_url
+from hpc2edge import cli_settings
+from hpc2edge.config import mask_url, measurement_store_url, study_storage_url
+from hpc2edge.dashboard import StudyStorageError, open_storage
 
 REPORT_FORMAT = "hpc2edge-report/1"
 HV_MARGIN = 1.1  # the default reference point sits 10 % beyond the worst loss (and latency)
@@ -454,12 +454,10 @@ def report_cmd(
     """Write report.html (Pareto front, hypervolume, tables against the baseline, devices),
     its PNGs and report.json for a study."""
     reference = _reference(hv_reference)
-    settings = load_settings((ctx.find_root().obj or {}).get("config"), dict(os.environ))
-    url = storage_url(settings, url)
+    settings = cli_settings.settings(ctx)
+    url = study_storage_url(settings, url)
     explicit_store = store_url is not None
-    from hpc2edge.store import default_url
-
-    store_url = store_url or settings.search.store or default_url(settings.state_dir)
+    store_url = measurement_store_url(settings, store_url)
     study, store, note = load(study_name, url, store_url, store_required=explicit_store)
     try:
         report = collect(study, store, storage=url, store_note=note, hv_reference=reference)

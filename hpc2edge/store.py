@@ -196,10 +196,6 @@ class Measurement:
     task_id: str | None
 
 
-def default_url(state_dir: Path) -> str:
-    return f"sqlite:///{(state_dir / 'measurements.db').absolute()}"
-
-
 class MeasurementStore:
     """The measurement store at a SQLAlchemy URL (tables are created when missing)."""
 
@@ -423,5 +419,4 @@ __all__ = [
     "MeasurementStore",
     "NetworkArchitecture",
     "StoreError",
-    "default_url",
 ]

@@ -19,17 +19,14 @@ from typing import Any
 
 import click
 
-from hpc2edge.config import Settings, load_settings
+from hpc2edge import cli_settings
+from hpc2edge.config import Settings, measurement_store_url, study_storage_url
 
 # Parameters of a search run, shared by `search` and `demo` and by bench/search.py.
 DEMO_PIN = {"frames": 8, "size": 41}
 
 
-def _settings(ctx: click.Context) -> Settings:
-    import os
-
-    root = ctx.find_root()
-    return load_settings((root.obj or {}).get("config"), dict(os.environ))
+_settings = cli_settings.settings
 
 
 class Progress:
@@ -57,18 +54,20 @@ class Progress:
         self.tick()
 
     def tick(self, force: bool = False) -> None:
-        p = self.o.progress()
+        # Called on every event: decide from the in-memory counts; read the study and the
+        # queue depths only for a line that is printed.
+        p = self.o.counts()
         key = (p["complete"], p["pruned"], p["failed"])
         now = time.monotonic()
         if not force and key == self._last and now - self._last_t < self.every_s:
             return
         self._last, self._last_t = key, now
+        depths = " ".join(f"{q} {n}" for q, n in sorted(self.o.dispatcher.queue_depths().items()))
         front = self.o.front()
         best = ""
         if front:
             t = min(front, key=lambda t: t.values[0])
             best = f" | front {len(front)}, best loss {t.values[0]:.5f}"
-        depths = " ".join(f"{q} {n}" for q, n in sorted(p["queue_depths"].items()))
         self._print(
             f"[{now - self.t0:6.1f} s] done {p['complete'] + p['pruned'] + p['failed']}/"
             f"{self.o.config.trials} (complete {p['complete']}, pruned {p['pruned']}, failed "
@@ -193,7 +192,6 @@ def run_search(
     from hpc2edge.space import get_space
     from hpc2edge.space.base import TrainingHParams
     from hpc2edge.store import MeasurementStore
-    from hpc2edge.store import default_url as default_store_url
 
     st.quiet_optuna()
     space = get_space(o["space_name"])
@@ -222,7 +220,7 @@ def run_search(
         test_fraction=o["test_fraction"],
         resources={"engine": o["engine"], "nproc": "auto"},
     )
-    url = storage_url or settings.search.storage or st.default_storage_url(settings.state_dir)
+    url = study_storage_url(settings, storage_url)
     sampler = st.make_sampler(o["sampler"], objective, seed=o["seed"], trials=trials)
     study = st.open_study(study_name, url, objective, sampler)
     done = len(study.get_trials(deepcopy=False))
@@ -231,9 +229,7 @@ def run_search(
         study.sampler = st.make_sampler(
             o["sampler"], objective, seed=o["seed"] + done, trials=trials
         )
-    store = MeasurementStore(
-        store_url or settings.search.store or default_store_url(settings.state_dir)
-    )
+    store = MeasurementStore(measurement_store_url(settings, store_url))
     own_dispatcher = dispatcher is None
     dispatcher = dispatcher or CeleryDispatcher(settings)
     try:
@@ -279,9 +275,8 @@ def _write_report(settings: Settings, study: Any, storage_url: str) -> Path:
     """``hpc2edge report`` for a finished study, into ``<state_dir>/reports/<study>/``."""
     from hpc2edge import report
     from hpc2edge.store import MeasurementStore
-    from hpc2edge.store import default_url as default_store_url
 
-    store = MeasurementStore(settings.search.store or default_store_url(settings.state_dir))
+    store = MeasurementStore(measurement_store_url(settings))
     try:
         data = report.collect(study, store, storage=storage_url)
     finally:

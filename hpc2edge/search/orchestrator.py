@@ -430,9 +430,8 @@ class Orchestrator:
         if outcome is None:
             timeout = self._timeout(kind)
             if now - task["sent_at"] > timeout:
-                what = f"{kind} timeout: no answer from the {QUEUE_OF[kind]} queue in {timeout:g} s"
-                if kind == "measure":
-                    what = "edge timeout: " + what.split(": ", 1)[1]
+                queue = QUEUE_OF[kind]
+                what = f"{queue} timeout: no answer from the {queue} queue in {timeout:g} s"
                 self._retry_or_fail(job, kind, task, what, backoff=False)
             return
         if outcome.ok:
@@ -624,12 +623,10 @@ class Orchestrator:
             self.study.set_user_attr("search_id", uuid.uuid4().hex[:12])
             self.study.set_user_attr("search", mine)
             self.study.set_user_attr("plan", self.plan.to_json())
-            recorded = mine
         self._tag = f"{self.study.user_attrs['search_id']}-{_slug(self.study.study_name)}"
-        if recorded is mine:
-            return
-        diff = [k for k in mine if recorded.get(k) != mine[k]]
+        diff = [k for k in mine if recorded is not None and recorded.get(k) != mine[k]]
         if diff:
+            assert recorded is not None
             details = "; ".join(
                 f"{k}: study has {recorded.get(k)!r}, asked {mine[k]!r}" for k in diff
             )
@@ -708,7 +705,8 @@ class Orchestrator:
         """The feasible Pareto-optimal (or, single-objective, the best) complete trials."""
         return front_trials(self.study)
 
-    def summary(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, Any]:
+        """Trials by state, tasks sent, reuses, candidates in flight: from memory, no I/O."""
         trials = [j for j in self.jobs.values() if j.number is not None]
         count = {
             s: sum(1 for j in trials if j.state == s) for s in ("complete", "pruned", "failed")
@@ -722,21 +720,22 @@ class Orchestrator:
                     sent[kind] += int(task["attempt"])
             cached += bool((j.attrs.get("latency") or {}).get("cached"))
         return {
-            "study": self.study.study_name,
             "trials": len(trials),
             **count,
             "running": sum(1 for j in trials if not j.done),
+            "in_flight": self._busy(),
             "tasks_sent": sent,
             "measurements_reused": cached,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """:meth:`counts`, the front (read from the study) and the baseline."""
+        return {
+            "study": self.study.study_name,
+            **self.counts(),
             "front": [t.number for t in self.front()],
             "baseline": self.jobs[BASELINE].attrs if BASELINE in self.jobs else None,
         }
-
-    def progress(self) -> dict[str, Any]:
-        s = self.summary()
-        s["in_flight"] = self._busy()
-        s["queue_depths"] = self.dispatcher.queue_depths()
-        return s
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:

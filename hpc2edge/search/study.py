@@ -23,10 +23,6 @@ from hpc2edge.search.objectives import Objective, constraints_func, native_const
 SAMPLERS = ("tpe", "nsga2", "random")
 
 
-def default_storage_url(state_dir: Path) -> str:
-    return f"sqlite:///{(state_dir / 'search.db').absolute()}"
-
-
 def storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage; SQLite waits for its lock instead of failing under concurrent writers."""
     if url.startswith("sqlite:///"):
@@ -111,7 +107,6 @@ def quiet_optuna() -> None:
 
 __all__ = [
     "SAMPLERS",
-    "default_storage_url",
     "load_study",
     "make_sampler",
     "open_study",

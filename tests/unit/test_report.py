@@ -513,8 +513,8 @@ def test_dashboard_without_a_storage_is_an_error(tmp_path: Path) -> None:
 
 def test_dashboard_default_storage_is_the_search_default(tmp_path: Path) -> None:
     from hpc2edge.config import load_settings
-    from hpc2edge.dashboard import storage_url
+    from hpc2edge.config import study_storage_url as storage_url
 
     settings = load_settings(environ={"HPC2EDGE_STATE_DIR": str(tmp_path / "s")})
-    assert storage_url(settings) == st.default_storage_url(settings.state_dir)
+    assert storage_url(settings) == f"sqlite:///{(settings.state_dir / 'search.db').absolute()}"
     assert storage_url(settings, "sqlite:////x.db") == "sqlite:////x.db"
