@@ -18,6 +18,14 @@ Conventions (``../DESIGN.md``, "Celery conventions"), each for a reason:
   keys an edge worker restoring a timed-out message could push into ``train``.
 - Broker and result backend are ``rediss://`` with CERT_REQUIRED, our CA, the role's client
   certificate and host name checking (:func:`hpc2edge.tls.ssl_options`).
+- Hostile input (docs/security.md, "Threats"): the worker's kombu channel and Celery consumer are
+  ours (:mod:`hpc2edge.transport.intake`): every message is checked before kombu or Celery parse
+  it, and what fails is dead-lettered, never run, never re-queued. Remote control is off on
+  every worker (workers consume no broadcast channel; :mod:`hpc2edge.transport.liveness` says
+  who serves which queue). Task ids are random and name their queue
+  (:mod:`hpc2edge.transport.taskids`): every ``send_task`` of this app gets one, so the ACL can
+  confine each role to its own queue's result keys. Results are read as untrusted
+  (:mod:`hpc2edge.transport.results`). Nothing is compressed.
 - With ``security.sign``, tasks, results and remote control use Celery's ``auth`` serializer
   (signed JSON) and only ``auth`` is accepted: workers run only what the orchestrator's key
   signed (:mod:`hpc2edge.signing`). Events stay plain JSON.
@@ -43,6 +51,7 @@ from kombu import Exchange, Queue
 from hpc2edge import signing
 from hpc2edge.config import Settings, load_settings
 from hpc2edge.tls import ssl_options
+from hpc2edge.transport import intake, liveness, taskids
 
 QUEUE_TRAIN = "train"
 QUEUE_EDGE = "edge"
@@ -71,7 +80,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     prefix = f"hpc2edge:unacked:{settings.role}"
     config: dict[str, Any] = {
         "broker_url": url,
-        "result_backend": url,
+        "broker_transport": f"{intake.__name__}:Transport",
+        # Celery's "<backend class>+<url>" form: our Redis backend class over the same URL.
+        "result_backend": f"hpc2edge.transport.results:RedisBackend+{url}",
         "broker_use_ssl": tls,
         "redis_backend_use_ssl": tls,
         "broker_transport_options": {
@@ -112,6 +123,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             },
             "hpc2edge.measure": {"time_limit": settings.worker.measure_time_limit_s},
         },
+        "worker_consumer": f"{intake.__name__}:Consumer",
+        "worker_enable_remote_control": False,
+        "task_compression": None,
+        "result_compression": None,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         # A long training must survive a broker blip: the Redis transport keeps the message in
@@ -134,6 +149,16 @@ class Hpc2EdgeCelery(Celery):
     def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
         super().__init__("hpc2edge", include=TASK_MODULES, **kwargs)
         self._settings = settings
+        self.steps["worker"].add(liveness.Heartbeat)
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """Celery's ``send_task``, with a random task id bound to the target queue when the
+        caller gave none (:mod:`hpc2edge.transport.taskids`)."""
+        if not options.get("task_id"):
+            queue = options.get("queue") or TASK_ROUTES.get(name, {}).get("queue")
+            if isinstance(queue, str):
+                options["task_id"] = taskids.new(queue)
+        return super().send_task(name, args, kwargs, **options)
 
     @property
     def settings(self) -> Settings:
@@ -145,7 +170,10 @@ class Hpc2EdgeCelery(Celery):
 
     def on_configure(self) -> None:  # type: ignore[override]
         # Celery calls this once, when the configuration is first needed (not at import).
-        self.config_from_object(celery_config(self.settings))
+        config = celery_config(self.settings)
+        # The worker's channel finds what it may accept here (hpc2edge.transport.intake).
+        config["broker_transport_options"][intake.POLICY_OPTION] = intake.Policy(self)
+        self.config_from_object(config)
         if self.settings.security.sign:
             # Checked here, where an error stops the app (a worker exits, a client call raises).
             # setup_security itself needs the loaded configuration, so it runs right after,

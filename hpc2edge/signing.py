@@ -165,7 +165,6 @@ def install(app: Celery, security: SecuritySettings) -> None:
     """
     from celery.security.certificate import Certificate, FSCertStore
     from celery.security.key import PrivateKey
-    from celery.security.serialization import SecureSerializer
     from kombu.serialization import registry
 
     global _installed
@@ -182,7 +181,7 @@ def install(app: Celery, security: SecuritySettings) -> None:
         digest=DIGEST,
         serializer=INNER_SERIALIZER,
     )
-    results = SecureSerializer(
+    results = _role_checked_serializer()(
         PrivateKey(security.key.read_text()),
         Certificate(security.cert.read_text()),
         FSCertStore(str(security.result_cert_store)),
@@ -197,6 +196,43 @@ def install(app: Celery, security: SecuritySettings) -> None:
         content_encoding="utf-8",
     )
     _installed = identity
+
+
+def _role_checked_serializer() -> type:
+    """Celery's ``SecureSerializer`` that also checks *who* signed a result.
+
+    Celery accepts any certificate of the folder for any message. A result record names its
+    task (``task_id``), and a task id names its queue (:mod:`hpc2edge.transport.taskids`): the
+    record must be signed by a certificate of that queue's worker role (its OU, which ``tls
+    init`` sets to the role), so an edge device's key cannot sign a training result.
+    """
+    from celery.exceptions import SecurityError
+    from celery.security.serialization import SecureSerializer
+
+    from hpc2edge.transport import taskids
+
+    class RoleChecked(SecureSerializer):  # type: ignore[misc]
+        def deserialize(self, data: Any) -> Any:
+            meta = super().deserialize(data)
+            signer = self._unpack(data)["signer"]
+            role = _unit(self._cert_store[signer])
+            task_id = meta.get("task_id") if isinstance(meta, dict) else None
+            expected = taskids.role_of(task_id)
+            if expected is None or role != expected:
+                raise SecurityError(
+                    f"result for task {str(task_id)[:80]} signed by role {role!r}; "
+                    f"only {expected!r} may answer it"
+                )
+            return meta
+
+    return RoleChecked
+
+
+def _unit(cert: Any) -> str | None:
+    from cryptography.x509.oid import NameOID
+
+    units = cert._cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    return str(units[0].value) if units else None
 
 
 def reset() -> None:

@@ -266,7 +266,8 @@ class Status:
 def status(settings: Settings, *, timeout_s: float = 2.0) -> Status:
     """Broker reachability and TLS version, queue depths, workers per queue, local processes."""
     from hpc2edge import monitor
-    from hpc2edge.celery import QUEUES, make_app
+    from hpc2edge.celery import QUEUES
+    from hpc2edge.transport import liveness
 
     b = settings.broker
     st = Status(broker=f"{b.host}:{b.port}", user=settings.username, reachable=False)
@@ -288,14 +289,7 @@ def status(settings: Settings, *, timeout_s: float = 2.0) -> Status:
             st.queue_depths = {q: int(c.llen(q)) for q in QUEUES}
         except Exception as exc:
             st.error = f"queue depths unavailable to {settings.username!r}: {exc}"
-    app = make_app(settings)
-    try:
-        with broker.translate_errors("inspecting workers"):
-            replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
-    finally:
-        app.close()
-    st.workers = {q: [] for q in QUEUES}
-    for hostname, queues in sorted(replies.items()):
-        for q in queues:
-            st.workers.setdefault(q["name"], []).append(hostname)
+        # Workers announce themselves (remote control is off: hpc2edge.transport.liveness).
+        with broker.translate_errors("reading the live workers"):
+            st.workers = liveness.live_workers(c, QUEUES)
     return st

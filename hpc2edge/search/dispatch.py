@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpc2edge.artifacts import ArtifactStore
+from hpc2edge.transport.taskids import queue_of
 
 KINDS = ("measure", "train")
+KIND_OF_QUEUE = {"edge": "measure", "train": "train"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class Outcome:
     #: True when the failure says nothing about the candidate (expired, lost, broker trouble):
     #: worth another attempt.
     transient: bool = False
+    #: True when what was stored is not a result of this task (undecodable, malformed, signed
+    #: by the wrong role): worth another attempt at once, under a new task id.
+    rejected: bool = False
 
     @property
     def reason(self) -> str:
@@ -51,13 +56,81 @@ class Outcome:
         return f"{self.error.get('type', 'Error')}: {self.error.get('message', '')}"
 
     @classmethod
-    def from_result(cls, result: Any) -> Outcome:
+    def from_result(cls, result: Any, kind: str | None = None) -> Outcome:
+        """The outcome of a task that returned ``result``: checked, since any worker of the
+        queue can write it (a malformed one is :meth:`rejected`, never a crash later)."""
         if not isinstance(result, dict):
-            return cls(False, None, {"type": "TaskError", "message": f"bad result {result!r:.200}"})
+            return cls.rejected_because(f"the result is a {type(result).__name__}, not a record")
         if result.get("status") == "ok":
+            problem = result_problem(kind, result)
+            if problem:
+                return cls.rejected_because(problem)
             return cls(True, result)
-        error = result.get("error") or {"type": "TaskError", "message": "no error given"}
-        return cls(False, result, error, transient=error.get("type") in TRANSIENT_ERRORS)
+        error = result.get("error")
+        if not (isinstance(error, dict) and all(isinstance(error.get(k), str) for k in ERROR_KEYS)):
+            return cls.rejected_because("an error result without a typed error")
+        error = {k: error[k][:MAX_ERROR_CHARS] for k in ERROR_KEYS}
+        return cls(False, result, error, transient=error["type"] in TRANSIENT_ERRORS)
+
+    @classmethod
+    def rejected_because(cls, why: str) -> Outcome:
+        error = {"type": REJECTED, "message": why[:MAX_ERROR_CHARS]}
+        return cls(False, None, error, transient=True, rejected=True)
+
+
+#: The error type of a stored record that was not a result of its task.
+REJECTED = "ResultRejected"
+ERROR_KEYS = ("type", "message")
+MAX_ERROR_CHARS = 2000
+
+
+def result_problem(kind: str | None, result: dict[str, Any]) -> str | None:
+    """What makes an ``ok`` result of ``kind`` unusable, or None.
+
+    The fields the orchestrator reads, with their types: a ``measure`` result's identity
+    (arch, ONNX, precision, backend, device) and, per batch size, the compute and end-to-end
+    statistics; a ``train`` result's ``val_mse`` (a number: NaN is a failed training, which the
+    orchestrator records as such).
+    """
+    from hpc2edge.transport.results import finite
+
+    if kind == "train":
+        val = result.get("val_mse")
+        if isinstance(val, bool) or not isinstance(val, int | float):
+            return f"train result has no numeric val_mse ({str(val)[:40]!r})"
+        return None
+    if kind != "measure":
+        return None
+    for key in ("arch_id", "onnx_sha256", "precision", "backend"):
+        if not isinstance(result.get(key), str):
+            return f"measure result has no {key}"
+    for key in ("device", "backend_fingerprint"):
+        if not isinstance(result.get(key), dict):
+            return f"measure result has no {key} record"
+    batches = result.get("batches")
+    if not isinstance(batches, list) or not batches:
+        return "measure result has no batches"
+    for b in batches:
+        if not isinstance(b, dict) or isinstance(b.get("batch_size"), bool):
+            return "measure result has a malformed batch"
+        if not isinstance(b.get("batch_size"), int) or b["batch_size"] < 1:
+            return "measure result has a batch without a batch size"
+        for part in ("compute", "end_to_end"):
+            stats = (b.get(part) or {}).get("stats") if isinstance(b.get(part), dict) else None
+            if not isinstance(stats, dict):
+                return f"measure result batch has no {part} statistics"
+            for stat in ("median_ms", "p90_ms", "p99_ms"):
+                if not finite(stats.get(stat)) or stats[stat] < 0:
+                    return f"measure result {part} {stat} is not a non-negative number"
+            ci = stats.get("ci95_median_ms")
+            if part == "compute" and not (
+                isinstance(ci, list) and len(ci) == 2 and all(finite(x) for x in ci)
+            ):
+                return "measure result has no confidence interval of the median"
+            n = stats.get("n")
+            if part == "compute" and (isinstance(n, bool) or not isinstance(n, int)):
+                return "measure result has no sample count"
+    return None
 
 
 #: Errors that say nothing about the candidate: another attempt may succeed. Besides our typed
@@ -154,7 +227,7 @@ class InlineDispatcher(Dispatcher):
         if result is None:
             return None
         del self._pending[task_id]
-        self._done[task_id] = Outcome.from_result(result)
+        self._done[task_id] = Outcome.from_result(result, kind)
         return self._done[task_id]
 
     def forget(self, task_id: str) -> None:
@@ -206,24 +279,39 @@ class CeleryDispatcher(Dispatcher):
             )
 
     def poll(self, task_id: str) -> Outcome | None:
-        from celery.result import AsyncResult
+        """Read the stored record of ``task_id`` as untrusted data.
+
+        Not through ``AsyncResult``: Celery would decode a FAILURE record by importing the
+        exception class it names. Here the raw value is size-checked, decoded by the accepted
+        serializer only (with signing: verified, and signed by the task's queue's role), and
+        parsed (:func:`hpc2edge.transport.results.parse`). Anything else is a
+        :meth:`Outcome.rejected_because`: a failed attempt, retried at once, never a crash.
+        """
+        from kombu.exceptions import DecodeError
 
         from hpc2edge import broker
+        from hpc2edge.transport import results
 
-        res = AsyncResult(task_id, app=self.app)
+        backend = self.app.backend
         with broker.translate_errors("reading a task result"):
-            state = res.state
-            if state == "SUCCESS":
-                return Outcome.from_result(res.result)
-            if state == "FAILURE":
-                exc = res.result
-                error = _error(exc) if isinstance(exc, BaseException) else None
-                transient = error is not None and error["type"] in TRANSIENT_ERRORS
-                return Outcome(False, None, error, transient=transient)
-            if state == "REVOKED":
-                # Expired in the queue (or revoked by an operator): nothing ran.
-                err = {"type": "TaskExpired", "message": "the task expired before a worker ran it"}
-                return Outcome(False, None, err, transient=True)
+            raw = backend.get(backend.get_key_for_task(task_id))
+        if raw is None:
+            return None
+        try:
+            results.check_size(raw)
+            meta = backend.decode(raw)
+            stored = results.parse(meta, task_id)
+        except (results.BadResult, DecodeError, ValueError, TypeError) as exc:
+            return Outcome.rejected_because(f"stored result of {task_id}: {exc}")
+        if stored.state == "SUCCESS":
+            return Outcome.from_result(stored.result, KIND_OF_QUEUE.get(str(queue_of(task_id))))
+        if stored.state == "FAILURE":
+            error = stored.error or {"type": "Error", "message": ""}
+            return Outcome(False, None, error, transient=error["type"] in TRANSIENT_ERRORS)
+        if stored.state == "REVOKED":
+            # Expired in the queue (or revoked by an operator): nothing ran.
+            err = {"type": "TaskExpired", "message": "the task expired before a worker ran it"}
+            return Outcome(False, None, err, transient=True)
         return None
 
     def forget(self, task_id: str) -> None:
@@ -233,10 +321,14 @@ class CeleryDispatcher(Dispatcher):
             AsyncResult(task_id, app=self.app).forget()
 
     def workers(self) -> dict[str, int]:
-        from hpc2edge import stack
+        from hpc2edge.celery import QUEUES
+        from hpc2edge.transport import liveness
 
-        st = stack.status(self.settings, timeout_s=2.0)
-        return {q: len(names) for q, names in st.workers.items()}
+        try:
+            live = liveness.live_workers(self._client, QUEUES)
+        except Exception:
+            return {}
+        return {q: len(names) for q, names in live.items()}
 
     def queue_depths(self) -> dict[str, int]:
         from hpc2edge.celery import QUEUES

@@ -49,6 +49,7 @@ from hpc2edge.search.dispatch import Dispatcher
 from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, native_constraints
 from hpc2edge.space.base import ArchSpec, SearchSpace
 from hpc2edge.store import DeviceContext, MeasurementStore
+from hpc2edge.transport import taskids
 
 log = logging.getLogger(__name__)
 
@@ -436,10 +437,21 @@ class Orchestrator:
             return
         if outcome.ok:
             assert outcome.result is not None
-            (self._measured if kind == "measure" else self._trained)(job, task, outcome.result)
+            apply = self._measured if kind == "measure" else self._trained
+            try:
+                apply(job, task, outcome.result)
+            except (KeyError, TypeError, ValueError, StopIteration) as exc:
+                # Checked on arrival (dispatch.result_problem); what still does not fit (or a
+                # store that recorded no row for it) is a failed attempt, not a crash.
+                reason = f"{kind}: result rejected: {type(exc).__name__}: {exc}"
+                self._retry_or_fail(job, kind, task, reason[:500], backoff=False)
+                return
             self.dispatcher.forget(task["id"])
         elif outcome.transient:
-            self._retry_or_fail(job, kind, task, f"{kind}: {outcome.reason}", backoff=True)
+            # A result that was not one (forged, malformed, wrongly signed) is retried at once:
+            # waiting would only give whoever planted it more time.
+            backoff = not outcome.rejected
+            self._retry_or_fail(job, kind, task, f"{kind}: {outcome.reason}", backoff=backoff)
         else:
             self._fail(job, f"{kind}: {outcome.reason}")
 
@@ -466,7 +478,10 @@ class Orchestrator:
 
     def _send(self, job: Job, kind: str, *, attempt: int, task_id: str | None = None) -> None:
         assert job.spec is not None
-        task_id = task_id or f"h2e-{self._tag}-{job.key}-{kind}-{attempt}"
+        # A random id bound to the queue (an id derived from the trial could be planted before
+        # the send: hpc2edge.transport.taskids); the derived name is kept as the label.
+        label = f"h2e-{self._tag}-{job.key}-{kind}-{attempt}"
+        task_id = task_id or taskids.new(QUEUE_OF[kind])
         try:
             if kind == "measure":
                 c = self._candidate(job)
@@ -489,7 +504,7 @@ class Orchestrator:
             self._fail(job, f"{kind}: {type(exc).__name__}: {exc}")
             return
         now = self.clock.time()
-        record = {"id": task_id, "attempt": attempt, "sent_at": now, "sent": False}
+        record = {"id": task_id, "label": label, "attempt": attempt, "sent_at": now, "sent": False}
         self._set(job, f"{kind}_task", record)
         try:
             self.dispatcher.submit(kind, payload, task_id, expires_s=self._timeout(kind))
@@ -668,7 +683,7 @@ class Orchestrator:
             if str(t.number) in confirmed:
                 continue
             job = self.jobs[f"trial-{t.number}"]
-            task_id = f"h2e-{self._tag}-{job.key}-confirm"
+            task_id = taskids.new(QUEUE_OF["measure"])
             c = self._candidate(job, record=False)
             payload = cand.measure_request(
                 c,

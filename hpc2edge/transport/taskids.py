@@ -1,0 +1,45 @@
+"""Task ids that cannot be guessed and that name the queue whose workers may answer them.
+
+Celery stores a task's result under ``celery-task-meta-<task id>``. Ids derived from the study
+and trial (``h2e-<search>-<study>-trial-N-train-K``) let anyone who could write a result key
+write the result of a task before it was even sent. So the key is random, 128 bits from
+:mod:`secrets`, and begins with the queue: ``train-<32 hex>``, ``edge-<32 hex>``. The broker's
+ACL gives each worker role only its own queue's result keys (``celery-task-meta-edge*`` to
+``edge``), so an edge device cannot write a training result, and the intake refuses a message
+whose id was not issued for the queue it came from. The derived name stays, as a label.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+_QUEUE = r"[a-z][a-z0-9_.]*"
+_ID = re.compile(rf"^({_QUEUE})-([0-9a-f]{{32}})$")
+
+
+def new(queue: str) -> str:
+    """A fresh task id for a task sent to ``queue``."""
+    if not re.fullmatch(_QUEUE, queue):
+        raise ValueError(f"queue name {queue!r} cannot prefix a task id")
+    return f"{queue}-{secrets.token_hex(16)}"
+
+
+def queue_of(task_id: object) -> str | None:
+    """The queue ``task_id`` was issued for, or None when it is not one of ours."""
+    if not isinstance(task_id, str):
+        return None
+    match = _ID.match(task_id)
+    return match.group(1) if match else None
+
+
+#: The worker role that consumes each queue (device kinds' queues ``edge.<kind>`` are edge's).
+ROLE_OF_QUEUE = {"train": "hpc", "edge": "edge"}
+
+
+def role_of(task_id: object) -> str | None:
+    """The worker role allowed to answer ``task_id``, or None for an id that is not ours."""
+    queue = queue_of(task_id)
+    if queue is None:
+        return None
+    return ROLE_OF_QUEUE.get(queue.split(".", 1)[0])
