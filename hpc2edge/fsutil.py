@@ -10,17 +10,19 @@ final ``os.replace`` is atomic on POSIX.
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = False) -> None:
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = False) -> None:
     """Write ``data`` to ``path`` atomically, with permissions ``mode``.
 
     Args:
         path: the target; its folder must exist.
         data: the whole content.
-        mode: the file's permissions (0600 for secrets).
+        mode: the file's permissions; 0600 by default: everything hpc2edge writes under its
+            state folder (records, runs, artifact blobs) is its user's alone (docs/security.md).
         durable: also fsync the file and its folder, so the write survives a power cut (for
             content others rely on, such as artifact blobs); not needed for re-creatable files.
     """
@@ -43,6 +45,19 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret (key, password hash file): mode 0600 from creation, atomically."""
     write_atomic(path, data, mode=0o600)
+
+
+def ensure_password_file(path: Path) -> str:
+    """The one-line password in ``path``, created (32 random bytes, 0600, folder 0700) when
+    missing; ``""`` when the file exists but is empty.
+
+    Raises:
+        OSError: the file is missing and cannot be written, or cannot be read.
+    """
+    if not path.is_file():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
+    return path.read_text().strip()
 
 
 def _fsync_dir(folder: Path) -> None:

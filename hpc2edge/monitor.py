@@ -34,7 +34,6 @@ import importlib.util
 import ipaddress
 import logging
 import os
-import secrets
 import sys
 import time
 import urllib.error
@@ -49,7 +48,7 @@ import click
 from hpc2edge import procs, stack
 from hpc2edge.config import Settings, for_role, load_settings, secrets_dir, write_role_config
 from hpc2edge.errors import Hpc2EdgeError, StackError
-from hpc2edge.fsutil import write_private
+from hpc2edge.fsutil import ensure_password_file
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +73,7 @@ def ensure_password(settings: Settings) -> str:
     """
     path = password_path(settings)
     try:
-        if not path.is_file():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
-        password = path.read_text().strip()
+        password = ensure_password_file(path)
     except OSError as exc:
         raise StackError(
             f"cannot create Flower's password file {path}: {exc.strerror}; write one there "

@@ -17,6 +17,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
+
+from hpc2edge.filemodes import DIR_MODE, FILE_MODE, PRIVATE_UMASK
+from hpc2edge.fsutil import write_atomic
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,14 @@ def spawn(
     cwd: Path | None = None,
     log_mode: str = "a",
 ) -> ProcRecord:
-    """Start ``argv`` in its own session, output to ``log``; record it in ``pid_file``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    with log.open(log_mode) as out:
+    """Start ``argv`` in its own session, output to ``log``; record it in ``pid_file``.
+
+    The child runs with umask 0o077; ``log`` and ``pid_file`` are 0600 (an existing log is
+    tightened) and the folders made for them 0700.
+    """
+    log.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    pid_file.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    with _open_private(log, log_mode) as out:
         proc = subprocess.Popen(
             list(argv),
             stdout=out,
@@ -61,12 +69,29 @@ def spawn(
             env=None if env is None else dict(env),
             cwd=cwd,
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
     record = ProcRecord(
         name=name, pid=proc.pid, start_ticks=_start_ticks(proc.pid), argv=tuple(argv), log=str(log)
     )
-    pid_file.write_text(json.dumps(asdict(record)) + "\n")
+    write_atomic(pid_file, (json.dumps(asdict(record)) + "\n").encode(), mode=FILE_MODE)
     return record
+
+
+def _open_private(path: Path, mode: str) -> IO[bytes]:
+    """``path`` opened for writing (``mode`` "a" or "w"), created 0600, group/other bits removed."""
+    if mode not in ("a", "w"):
+        raise ValueError(f"log mode {mode!r}: 'a' or 'w'")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        current = os.fstat(fd).st_mode & 0o777
+        if current & 0o077:
+            os.fchmod(fd, current & 0o700)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab" if mode == "a" else "wb")
 
 
 def read(pid_file: Path) -> ProcRecord | None:

@@ -30,7 +30,6 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -49,6 +48,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from hpc2edge.errors import Hpc2EdgeError
+from hpc2edge.filemodes import private_sqlite
 from hpc2edge.space.base import ArchSpec
 
 
@@ -203,7 +203,7 @@ class MeasurementStore:
         self.url = url
         try:
             if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite(url)  # file 0600 (folder 0700) from birth, whatever the umask
             self._engine = create_engine(
                 url,
                 connect_args={"timeout": 30} if url.startswith("sqlite") else {},

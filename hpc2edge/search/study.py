@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 
+from hpc2edge.filemodes import private_sqlite
 from hpc2edge.search.objectives import Objective, constraints_func, native_constraints
 
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -27,6 +28,7 @@ def storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage; SQLite waits for its lock instead of failing under concurrent writers."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(url)  # 0600 from the start: the study holds every trial's record
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
     return optuna.storages.RDBStorage(url)
 

@@ -9,6 +9,7 @@ reason full of HTML. The tests read the page back (its tables carry every number
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -245,7 +246,10 @@ def test_front_rows_equal_the_study_with_ratios_against_the_baseline(
 def test_counts_equal_the_study(built: Built, rendered: dict[str, Any]) -> None:
     counts = {k: v for row in rendered["tables"]["counts"] for k, v in row.items() if k[0] != "_"}
     states = [t.state.name for t in built.study.trials]
-    trial_tasks = [s for s in built.sent if "-baseline-" not in s[1]]
+    # Task ids are random: the baseline's are the ones its record holds (one attempt each).
+    baseline = built.study.user_attrs["baseline"]
+    baseline_ids = {(baseline.get(f"{k}_task") or {}).get("id") for k in ("measure", "train")}
+    trial_tasks = [s for s in built.sent if s[1] not in baseline_ids]
     assert counts["trials"] == len(states) == 14
     assert counts["complete"] == states.count("COMPLETE")
     assert counts["pruned"] == states.count("PRUNED")
@@ -456,15 +460,21 @@ def _start_dashboard(built: Built, host: str) -> tuple[subprocess.Popen[str], in
     return proc, port
 
 
-def _get_json(url: str, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> Any:
+def _authed(url: str, built: Built) -> urllib.request.Request:
+    password = (built.tmp / "state" / "secrets" / "dashboard.password").read_text().strip()
+    token = base64.b64encode(f"admin:{password}".encode()).decode()
+    return urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+
+
+def _get_json(url: str, proc: subprocess.Popen[str], built: Built, timeout_s: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         assert proc.poll() is None, proc.communicate()[1]
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(_authed(url, built), timeout=2) as r:
                 assert r.status == 200
                 return json.loads(r.read())
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, FileNotFoundError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -484,15 +494,18 @@ def test_dashboard_serves_the_study(built: Built, host: str) -> None:
     pytest.importorskip("optuna_dashboard")
     proc, port = _start_dashboard(built, host)
     try:
-        studies = _get_json(f"http://127.0.0.1:{port}/api/studies", proc)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        studies = _get_json(f"http://127.0.0.1:{port}/api/studies", proc, built)
+        with urllib.request.urlopen(_authed(f"http://127.0.0.1:{port}/", built), timeout=5) as r:
             assert r.status == 200  # "/" redirects to the app's page
+        with pytest.raises(urllib.error.HTTPError) as refused:  # basic auth: test_dashboard_auth
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5)
+        assert refused.value.code == 401
     finally:
         out, err = _stop(proc)
     assert [s["study_name"] for s in studies["study_summaries"]] == [STUDY]
     assert f"http://127.0.0.1:{port}/" in out and "(1 study)" in out
     if host == "0.0.0.0":
-        assert "WARNING: listening on 0.0.0.0" in err and "NO authentication" in err
+        assert "WARNING: listening on 0.0.0.0" in err and "in clear" in err
         assert "ssh -N -L" in err
     else:
         assert "WARNING" not in err
