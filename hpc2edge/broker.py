@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -67,10 +68,17 @@ def render_acl(passwords: dict[str, str], template: str | None = None) -> str:
     return string.Template("\n".join(lines)).substitute(hashes) + "\n"
 
 
-def write_acl(path: Path, passwords: dict[str, str]) -> None:
-    """Write the rendered ACL file, readable by its owner only."""
+def write_acl(path: Path, passwords: dict[str, str], *, admin_only: bool = False) -> None:
+    """Write the rendered ACL file, readable by its owner only.
+
+    ``admin_only`` switches every user but ``admin`` (and ``default``) ``off``: :func:`start`
+    runs the broker so until the admin has preloaded the Lua scripts, then loads the real file.
+    """
+    text = render_acl(passwords)
+    if admin_only:
+        text = re.sub(r"^user (?!admin |default )(\S+) on ", r"user \1 off ", text, flags=re.M)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_private(path, render_acl(passwords).encode())
+    write_private(path, text.encode())
 
 
 def ensure_secrets(secrets_dir: Path) -> dict[str, str]:
@@ -126,9 +134,13 @@ class LocalBroker:
     def pid_file(self) -> Path:
         return self.state_dir / "run" / "broker.pid"
 
-    def command(self, tls_dir: Path, host: str, port: int) -> list[str]:
-        """The redis-server command line: shipped policy, then absolute paths and the port."""
+    def command(self, tls_dir: Path, host: str, port: int, *, maxmemory_mib: int = 0) -> list[str]:
+        """The redis-server command line: shipped policy, then absolute paths and the port.
+
+        ``maxmemory_mib`` > 0 replaces redis.conf's ``maxmemory`` (``broker.maxmemory_mib``).
+        """
         a = lambda p: str(p.resolve())  # noqa: E731 - Redis chdirs to `dir` before loading files
+        limits = ["--maxmemory", f"{maxmemory_mib}mb"] if maxmemory_mib > 0 else []
         return [
             find_redis_server(),
             a(self.conf_file),
@@ -150,7 +162,60 @@ class LocalBroker:
             a(self.log_file),
             "--pidfile",
             a(self.root / "redis-server.pid"),
+            *limits,
         ]
+
+
+def lua_scripts() -> dict[str, str]:
+    """The Lua scripts our clients run, by name: their text as the installed libraries send it.
+
+    Roles may not run EVAL or SCRIPT LOAD (``users.acl``), only EVALSHA of a script the broker
+    already holds, so the admin loads exactly these at every broker start
+    (:func:`preload_scripts`). The texts come from the installed kombu and redis-py, never from a
+    copy, so their SHA-1 is what a client of the same versions sends.
+
+    - kombu's Redis transport: ``REFRESH_BINDING`` and ``SWEEP_BINDINGS`` (expiry of the
+      remote-control reply bindings).
+    - redis-py's ``Lock`` (kombu's ``Mutex`` around the restore of unacked messages): release,
+      extend and reacquire.
+    """
+    from kombu.transport import redis as kombu_redis
+    from redis.lock import Lock
+
+    return {
+        "kombu.refresh_binding": kombu_redis.REFRESH_BINDING,
+        "kombu.sweep_bindings": kombu_redis.SWEEP_BINDINGS,
+        "redis.lock.release": Lock.LUA_RELEASE_SCRIPT,
+        "redis.lock.extend": Lock.LUA_EXTEND_SCRIPT,
+        "redis.lock.reacquire": Lock.LUA_REACQUIRE_SCRIPT,
+    }
+
+
+def script_sha(text: str) -> str:
+    """The SHA-1 a client's EVALSHA names ``text`` by (redis-py encodes it as UTF-8)."""
+    return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis's script id, not security
+
+
+def preload_scripts(admin: redis.Redis) -> dict[str, str]:
+    """SCRIPT LOAD every script of :func:`lua_scripts` through ``admin``; returns name -> SHA-1.
+
+    Idempotent (loading a script again is a no-op). Redis 7 keeps scripts in memory only: they
+    are gone after every restart and after SCRIPT FLUSH, so whoever starts the broker runs this
+    right after it answers (:func:`start` does).
+
+    Raises:
+        BrokerError: the broker refused a script, or returned another SHA-1 than the client's.
+    """
+    out: dict[str, str] = {}
+    with translate_errors("preloading the Lua scripts"):
+        for name, text in lua_scripts().items():
+            sha = admin.script_load(text)
+            if sha != script_sha(text):
+                raise BrokerError(
+                    f"script {name}: the broker named it {sha}, not {script_sha(text)}"
+                )
+            out[name] = sha
+    return out
 
 
 def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
@@ -178,8 +243,15 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
     passwords = ensure_secrets(config.secrets_dir(settings))
     local.data_dir.mkdir(parents=True, exist_ok=True)
     local.conf_file.write_text(resource_text("redis.conf"))
-    write_acl(local.acl_file, passwords)
-    command = local.command(tls_dir, settings.broker.host, settings.broker.port)
+    # No role may log in before the admin has preloaded the scripts: a worker reconnecting in
+    # that window would get NOSCRIPT, fall back to SCRIPT LOAD and be refused.
+    write_acl(local.acl_file, passwords, admin_only=True)
+    command = local.command(
+        tls_dir,
+        settings.broker.host,
+        settings.broker.port,
+        maxmemory_mib=settings.broker.maxmemory_mib,
+    )
     record = procs.spawn(
         "broker", command, log=local.log_file, pid_file=local.pid_file, log_mode="a"
     )
@@ -191,12 +263,21 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
             tail = procs.tail(local.log_file)
             raise BrokerError(f"redis-server exited at start; its log ends:\n{tail}")
         try:
-            with client(admin, retries=0) as c:
-                c.ping()
-            return record.pid
-        except BrokerError as exc:
+            c = client(admin, retries=0)
+        except BrokerUnreachable as exc:
             last = exc
             time.sleep(0.1)
+            continue
+        try:
+            with c:
+                preload_scripts(c)
+                write_acl(local.acl_file, passwords)
+                with translate_errors("loading the ACL file"):
+                    c.acl_load()
+        except BrokerError:
+            procs.stop(record)
+            raise
+        return record.pid
     procs.stop(record)
     raise BrokerError(f"redis-server did not answer within {timeout_s:.0f} s: {last}")
 
@@ -290,8 +371,11 @@ __all__ = [
     "ensure_secrets",
     "find_redis_server",
     "free_port",
+    "lua_scripts",
+    "preload_scripts",
     "render_acl",
     "resource_text",
+    "script_sha",
     "start",
     "stop",
     "tls_version",

@@ -18,6 +18,7 @@ The file::
     visibility_timeout_s = 43200        # must exceed worker.train_time_limit_s
     result_expires_s = 604800
     connect_timeout_s = 10
+    maxmemory_mib = 0                   # local broker only (`broker start`); 0: redis.conf's 2 GiB
 
     [tls]
     ca_cert = "tls/ca.pem"
@@ -102,6 +103,9 @@ class BrokerSettings:
     visibility_timeout_s: int = 12 * 3600
     result_expires_s: int = 7 * 24 * 3600
     connect_timeout_s: float = 10.0
+    # The cap `hpc2edge broker start` gives its local redis-server (--maxmemory), in MiB; 0 keeps
+    # broker/redis.conf's maxmemory. Writes are refused at the cap (noeviction), nothing evicted.
+    maxmemory_mib: int = 0
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,8 @@ class Settings:
             out.append("broker.result_expires_s: must be positive")
         if b.connect_timeout_s <= 0:
             out.append("broker.connect_timeout_s: must be positive")
+        if b.maxmemory_mib < 0:
+            out.append("broker.maxmemory_mib: must be >= 0 (0: redis.conf's maxmemory)")
         w = self.worker
         for name in ("train_time_limit_s", "measure_time_limit_s"):
             if getattr(w, name) <= 0:

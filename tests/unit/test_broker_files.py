@@ -116,3 +116,46 @@ def test_missing_redis_server_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no redis-server anywhere
     with pytest.raises(BrokerError, match="apt-get install redis-server"):
         broker.find_redis_server()
+
+
+def test_redis_conf_bounds_memory_scripts_values_and_idle_connections():
+    d = _directives(broker.resource_text("redis.conf"))
+    assert d["maxmemory"] == "2gb" and d["maxmemory-policy"] == "noeviction"
+    assert int(d["busy-reply-threshold"]) <= 100
+    mib = lambda v: int(v.removesuffix("mb"))  # noqa: E731
+    artifact_mib = load_settings(environ={}).edge.artifact_max_mib
+    # One artifact SET fits; the query buffer holds it; both stay below Redis's 1 GiB default.
+    assert artifact_mib < mib(d["proto-max-bulk-len"]) < mib(d["client-query-buffer-limit"]) < 1024
+    assert d["maxmemory-clients"] == "1gb"
+    assert 0 < int(d["timeout"]) <= 600
+    assert "maxclients" not in d  # Redis's default (10000, or the file-descriptor limit)
+
+
+def test_no_role_but_admin_may_run_scripts_of_its_own_or_walk_the_keyspace():
+    for line in broker.resource_text("users.acl").splitlines():
+        if line.startswith("user ") and not line.startswith(("user admin ", "user default ")):
+            words = line.split()
+            assert "+eval" not in words and "+script|load" not in words, words[1]
+            assert words.index("-@scripting") < words.index("+evalsha"), words[1]
+            for rule in ("-scan", "-randomkey", "-client|tracking"):
+                assert rule in words, (words[1], rule)
+
+
+def test_the_admin_only_acl_keeps_every_role_but_admin_out(tmp_path):
+    passwords = {u: f"pw-{u}" for u in broker.ACL_USERS}
+    broker.write_acl(tmp_path / "users.acl", passwords, admin_only=True)
+    text = (tmp_path / "users.acl").read_text()
+    assert re.search(r"^user admin on ", text, flags=re.M)
+    for user in ("orchestrator", "hpc", "edge", "monitor"):
+        assert re.search(rf"^user {user} off ", text, flags=re.M), user
+    assert text.replace(" off ", " on ").replace("user default on", "user default off") == (
+        broker.render_acl(passwords)
+    )
+
+
+def test_local_broker_command_overrides_maxmemory_only_when_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(broker, "find_redis_server", lambda: "redis-server")
+    local = broker.LocalBroker(tmp_path)
+    assert "--maxmemory" not in local.command(tmp_path, "127.0.0.1", 6390)
+    command = local.command(tmp_path, "127.0.0.1", 6390, maxmemory_mib=64)
+    assert command[command.index("--maxmemory") + 1] == "64mb"
