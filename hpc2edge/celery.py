@@ -48,10 +48,13 @@ from urllib.parse import quote
 from celery import Celery
 from kombu import Exchange, Queue
 
-from hpc2edge import signing
-from hpc2edge.config import Settings, load_settings
+from hpc2edge import filemodes, signing
+from hpc2edge.config import WORKER_ROLES, Settings, load_settings
 from hpc2edge.tls import ssl_options
 from hpc2edge.transport import intake, liveness, taskids
+
+# A worker started by hand (`celery -A hpc2edge worker`) creates its files 0600 too.
+filemodes.connect_celery_signals()
 
 QUEUE_TRAIN = "train"
 QUEUE_EDGE = "edge"
@@ -80,7 +83,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     prefix = f"hpc2edge:unacked:{settings.role}"
     config: dict[str, Any] = {
         "broker_url": url,
-        "broker_transport": f"{intake.__name__}:Transport",
         # Celery's "<backend class>+<url>" form: our Redis backend class over the same URL.
         "result_backend": f"hpc2edge.transport.results:RedisBackend+{url}",
         "broker_use_ssl": tls,
@@ -123,7 +125,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             },
             "hpc2edge.measure": {"time_limit": settings.worker.measure_time_limit_s},
         },
-        "worker_consumer": f"{intake.__name__}:Consumer",
         "worker_enable_remote_control": False,
         "task_compression": None,
         "result_compression": None,
@@ -138,6 +139,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+    if settings.role in WORKER_ROLES:
+        # Only workers take messages from the task queues: theirs is the checked intake. Other
+        # roles keep kombu's own transport (Flower reads the transport's name to find the
+        # broker's kind, and knows only kombu's).
+        config["broker_transport"] = f"{intake.__name__}:Transport"
+        config["worker_consumer"] = f"{intake.__name__}:Consumer"
     if settings.security.sign:
         config.update(signing.celery_settings(settings.security))
     return config

@@ -8,14 +8,16 @@ than a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from hpc2edge import __version__, cli_settings
+from hpc2edge import __version__, cli_settings, filemodes
 from hpc2edge.config import render_masked
 from hpc2edge.errors import Hpc2EdgeError
 
@@ -201,6 +203,27 @@ def broker_start(ctx: click.Context, state_dir: Path | None) -> None:
     )
 
 
+@broker_group.command("preload")
+@click.pass_context
+def broker_preload(ctx: click.Context) -> None:
+    """Load the Lua scripts the roles may run (EVALSHA only) into a running broker, as admin.
+
+    `broker start` does this itself. A broker started another way (the Kubernetes StatefulSet)
+    needs it after every (re)start: Redis forgets scripts when it stops. Run it with the admin
+    role's config (HPC2EDGE_CONFIG or --config naming role "admin"), from a machine with the same
+    kombu and redis-py versions as the sites.
+    """
+    from hpc2edge import broker
+
+    settings = _settings(ctx)
+    if settings.role != "admin":
+        raise click.UsageError(f"preload needs the admin role's config, not {settings.role!r}")
+    with broker.client(settings) as c:
+        loaded = broker.preload_scripts(c)
+    for name, sha in loaded.items():
+        click.echo(f"loaded {name}: {sha}")
+
+
 @broker_group.command("acl")
 @click.option(
     "--secrets",
@@ -318,6 +341,50 @@ def status_cmd(ctx: click.Context, as_json: bool, timeout_s: float) -> None:
         raise click.exceptions.Exit(1)
 
 
+@cli.command("dead-letters")
+@click.option(
+    "--queue",
+    "queues",
+    type=click.Choice(["edge", "train"]),
+    multiple=True,
+    help="Only this queue (repeatable; default: both).",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--clear", is_flag=True, help="Delete the records after printing them.")
+@click.pass_context
+def dead_letters_cmd(
+    ctx: click.Context, queues: Sequence[str], limit: int, as_json: bool, clear: bool
+) -> None:
+    """Messages the workers refused (malformed, forged, oversized, or that stopped a worker).
+
+    Each was taken off its queue and never run. A record says when, which worker, why, the
+    sender's claimed origin, the task and id where readable, and an excerpt of at most 512
+    characters. Needs a role that can read hpc2edge:dead:* (orchestrator, monitor or admin).
+    """
+    from dataclasses import asdict
+
+    from hpc2edge import broker
+    from hpc2edge.celery import QUEUES
+    from hpc2edge.transport import deadletters
+
+    chosen = list(queues) or list(QUEUES)
+    settings = _settings(ctx)
+    with broker.client(settings) as c, broker.translate_errors("reading the dead letters"):
+        records = deadletters.read(c, chosen, limit=limit)
+        cleared = deadletters.clear(c, chosen) if clear else 0
+    if as_json:
+        _print_json([asdict(r) for r in records])
+    elif not records:
+        click.echo(f"no dead letters on {', '.join(chosen)}")
+    for r in records if not as_json else []:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.time_unix_s))
+        task = f"{r.task or '?'}[{r.task_id or '?'}]"
+        click.echo(f"{when}Z {r.queue:<5} {r.worker} {task} from {r.origin or '?'}: {r.reason}")
+    if clear and not as_json:
+        click.echo(f"cleared {cleared} record(s)")
+
+
 @cli.command("ping")
 @click.option("--queue", type=click.Choice(["edge", "train"]), required=True)
 @click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
@@ -368,7 +435,20 @@ _register_lazy_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
+    """Run the CLI; returns the exit code.
+
+    It runs with umask 0o077 (restored on return, for callers in the same process): whatever
+    it writes under the state folder, and whatever the processes it starts write, is private
+    to its owner (:mod:`hpc2edge.filemodes`).
+    """
+    old_umask = filemodes.private_umask()
+    try:
+        return _main(argv)
+    finally:
+        os.umask(old_umask)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         rv = cli.main(
             args=list(argv) if argv is not None else None,

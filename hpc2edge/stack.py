@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hpc2edge import broker, procs, tls
+from hpc2edge import broker, filemodes, procs, tls
 from hpc2edge.config import Settings, for_role, secrets_dir, write_role_config
 from hpc2edge.errors import BrokerUnreachable, StackError
 
@@ -102,6 +102,7 @@ def prepare(settings: Settings) -> Settings:
     broker.ensure_secrets(secrets_dir(s))
     for role in CONFIG_ROLES:
         write_role_config(role_config_path(s, role), for_role(s, role))
+    filemodes.tighten(s.state_dir)  # folders 0700, files 0600, also those of older versions
     return for_role(s, s.role)
 
 

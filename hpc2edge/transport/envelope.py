@@ -149,7 +149,7 @@ def check(
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadMessage(f"envelope is not JSON ({type(exc).__name__})") from None
     if not isinstance(envelope, dict):
-        raise BadMessage(f"envelope is a JSON {type(envelope).__name__}, not an object")
+        raise BadMessage(f"envelope is a JSON {_json_type(envelope)}, not an object")
     extra = sorted(set(envelope) - _ENVELOPE_KEYS)
     if extra:
         raise BadMessage(f"unknown envelope field {_name(extra[0])}")

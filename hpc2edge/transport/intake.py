@@ -61,6 +61,11 @@ class Policy:
     worker: str = field(default_factory=socket.gethostname)
     _content_types: frozenset[str] | None = None
 
+    def is_task_queue(self, queue: str) -> bool:
+        """One of the app's task queues (``train``, ``edge``); others (an admin's reply queue of
+        ``celery inspect``) carry no task and are not checked as one."""
+        return any(q.name == queue for q in self.app.conf.task_queues or ())
+
     def tasks_for(self, queue: str) -> Collection[str]:
         names = [n for n in self.app.tasks if not n.startswith("celery.")]
         return {n for n in names if QUEUE_OF_TASK.get(n, queue) == queue}
@@ -106,8 +111,15 @@ class Channel(kombu_redis.Channel):
 
     def _admit(self, item: bytes | str, queue: str) -> dict[str, Any] | None:
         policy = _policy(self)
-        if policy is None:  # a client app (orchestrator, CLI): it consumes no task queue
-            return kombu_redis.loads(bytes_to_str(item))  # type: ignore[no-any-return]
+        if policy is None or not policy.is_task_queue(queue):
+            try:
+                payload = kombu_redis.loads(bytes_to_str(item))
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict):
+                log.error("dropped a message on %r that is not a JSON envelope", queue)
+                return None
+            return payload
         try:
             checked = envelope.check(
                 item,
@@ -193,7 +205,18 @@ class Transport(kombu_redis.Transport):
 
 
 class Consumer(CeleryConsumer):
-    """Celery's consumer whose task handler cannot raise on a message (``worker_consumer``)."""
+    """Celery's consumer whose task handler cannot raise on a message (``worker_consumer``).
+
+    Mingle and gossip are always off, whatever the command line says: both broadcast on the
+    remote-control channel or read other workers' events, which the ACL no longer grants, and
+    the plain ``celery -A hpc2edge worker -Q edge`` that users type must work as typed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        options = dict(kwargs.get("worker_options") or {})
+        options.update(without_mingle=True, without_gossip=True)
+        kwargs["worker_options"] = options
+        super().__init__(*args, **kwargs)
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
         handler = super().create_task_handler(*args, **kwargs)

@@ -31,6 +31,8 @@ from typing import Any
 from celery import states
 from celery.backends.base import COMPRESSED_PAYLOAD_MAGIC
 from celery.backends.redis import RedisBackend as CeleryRedisBackend
+from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
 
 #: A result is a few KiB (a latency result with raw samples, a training summary).
 MAX_RESULT_BYTES = 1024 * 1024
@@ -128,6 +130,44 @@ class RedisBackend(CeleryRedisBackend):
         except Exception:
             # Not a result we wrote: for a worker about to store its own, there is none yet.
             return {"status": states.PENDING, "result": None}
+
+    def _get_task_meta_for(self, task_id: Any) -> Any:
+        meta = super()._get_task_meta_for(task_id)
+        try:
+            parse(meta, bytes_to_str(task_id))
+        except BadResult:  # a record stored for another task, or no record at all
+            return {"status": states.PENDING, "result": None}
+        return meta
+
+    def _store_result(
+        self,
+        task_id: Any,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Celery's, except that a SUCCESS always replaces what is stored.
+
+        Celery keeps a stored SUCCESS against any later write, so that a lost duplicate cannot
+        overwrite a result; but then a SUCCESS *planted* before the task ran could never be
+        replaced by the real one. Our tasks are idempotent, so a duplicate's SUCCESS is as good
+        as the first; only the other states (STARTED, a late FAILURE) still give way to one.
+        """
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)
+        if state != states.SUCCESS:
+            current = self._get_task_meta_for(task_id)
+            if current["status"] == states.SUCCESS:
+                return result
+        try:
+            self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
+        except BackendStoreError as ex:
+            raise BackendStoreError(str(ex), state=state, task_id=task_id) from ex
+        return result
 
     def exception_to_python(self, exc: Any) -> BaseException | None:
         if not exc:

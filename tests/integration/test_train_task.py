@@ -7,10 +7,12 @@ and a diverging training come back as typed errors, and the worker serves the ne
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from hpc2edge import broker
 from hpc2edge.celery import make_app
 from hpc2edge.training.service import train_request
 from hpc2edge.training.testing import TINY_SPEC, make_tiny_data, tiny_request
@@ -91,7 +93,8 @@ def test_malformed_and_corrupt_input_is_refused_and_nothing_is_recorded(
     cases = {
         "bad-types": ({**base, "epochs": "two", "seed": -1}, "ValueError"),
         "bad-missing": (no_spec, "ValueError"),
-        "bad-oversized": ({**base, "space": "s" * 1_000_000}, "ValueError"),
+        # Oversized, but under the intake's message limit: the request's own check answers.
+        "bad-oversized": ({**base, "space": "s" * 100_000}, "ValueError"),
         "bad-hdf5": (tiny_request([garbage]), "DataError"),
         "bad-truncated": (tiny_request([truncated]), "DataError"),
     }
@@ -103,6 +106,22 @@ def test_malformed_and_corrupt_input_is_refused_and_nothing_is_recorded(
         assert result["error"]["type"] == expected, (key, result["error"])
     store = ResultStore(broker_stack.state_dir / RESULTS_DIR)
     assert all(store.get(key) is None for key in cases), "a failed request left a record"
+    # Over the intake's message limit (256 KiB): refused before parsing and dead-lettered, so
+    # no result at all; the worker serves on.
+    from hpc2edge.transport import deadletters
+
+    # (Refused before it is parsed, its record names no task id: found by its size.)
+    huge = app.send_task("hpc2edge.train", args=[{**base, "space": "s" * 1_000_000}])
+    deadline = time.monotonic() + 60
+    with broker.client(broker_stack.settings) as client:
+        while not any(
+            d.size_bytes > 1_000_000 and "limit" in d.reason
+            for d in deadletters.read(client, ["train"])
+        ):
+            assert time.monotonic() < deadline, "the oversized message was not dead-lettered"
+            time.sleep(0.2)
+    app.backend.remove_pending_result(huge)
+    assert app.AsyncResult(huge.id).state == "PENDING"
     ok = _train(app, tiny_request(data, trial_key="bad-then-good", epochs=1))
     assert ok["status"] == "ok", ok["error"]
     assert store.get("bad-then-good") is not None
