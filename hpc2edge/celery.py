@@ -26,9 +26,9 @@ Conventions (``../DESIGN.md``, "Celery conventions"), each for a reason:
   (:mod:`hpc2edge.transport.taskids`): every ``send_task`` of this app gets one, so the ACL can
   confine each role to its own queue's result keys. Results are read as untrusted
   (:mod:`hpc2edge.transport.results`). Nothing is compressed.
-- With ``security.sign``, tasks, results and remote control use Celery's ``auth`` serializer
-  (signed JSON) and only ``auth`` is accepted: workers run only what the orchestrator's key
-  signed (:mod:`hpc2edge.signing`). Events stay plain JSON.
+- With ``security.sign``, tasks and results use Celery's ``auth`` serializer (signed JSON; a
+  result must be signed by its queue's role) and only ``auth`` is accepted: workers run only
+  what the orchestrator's key signed (:mod:`hpc2edge.signing`). Events stay plain JSON.
 
 Under ``celery -A hpc2edge flower`` the app also turns Flower's basic auth on and binds it to
 loopback when the command line did not (:func:`hpc2edge.monitor.secure_flower_defaults`).
@@ -49,7 +49,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from hpc2edge import filemodes, signing
-from hpc2edge.config import WORKER_ROLES, Settings, load_settings
+from hpc2edge.config import Settings, load_settings
 from hpc2edge.tls import ssl_options
 from hpc2edge.transport import intake, liveness, taskids
 
@@ -139,12 +139,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
-    if settings.role in WORKER_ROLES:
-        # Only workers take messages from the task queues: theirs is the checked intake. Other
-        # roles keep kombu's own transport (Flower reads the transport's name to find the
-        # broker's kind, and knows only kombu's).
-        config["broker_transport"] = f"{intake.__name__}:Transport"
-        config["worker_consumer"] = f"{intake.__name__}:Consumer"
+    # The checked intake, for whatever role a worker is started with (Flower excepted:
+    # Hpc2EdgeCelery.on_configure).
+    config["broker_transport"] = f"{intake.__name__}:Transport"
+    config["worker_consumer"] = f"{intake.__name__}:Consumer"
     if settings.security.sign:
         config.update(signing.celery_settings(settings.security))
     return config
@@ -163,6 +161,7 @@ class Hpc2EdgeCelery(Celery):
         caller gave none (:mod:`hpc2edge.transport.taskids`)."""
         if not options.get("task_id"):
             queue = options.get("queue") or TASK_ROUTES.get(name, {}).get("queue")
+            queue = getattr(queue, "name", queue)  # a kombu Queue, or its name
             if isinstance(queue, str):
                 options["task_id"] = taskids.new(queue)
         return super().send_task(name, args, kwargs, **options)
@@ -177,9 +176,15 @@ class Hpc2EdgeCelery(Celery):
 
     def on_configure(self) -> None:  # type: ignore[override]
         # Celery calls this once, when the configuration is first needed (not at import).
+        from hpc2edge import monitor
+
         config = celery_config(self.settings)
         # The worker's channel finds what it may accept here (hpc2edge.transport.intake).
         config["broker_transport_options"][intake.POLICY_OPTION] = intake.Policy(self)
+        if monitor.running_flower():
+            # Flower consumes no task queue, and finds the broker's kind by the transport's
+            # name, which must be kombu's ("rediss").
+            del config["broker_transport"]
         self.config_from_object(config)
         if self.settings.security.sign:
             # Checked here, where an error stops the app (a worker exits, a client call raises).
@@ -187,8 +192,6 @@ class Hpc2EdgeCelery(Celery):
             # from on_after_configure, still before any message is sent or received.
             signing.check(self.settings.security)
             self.on_after_configure.connect(self._install_signing, weak=False)
-        from hpc2edge import monitor
-
         if monitor.running_flower():
             # `celery -A hpc2edge flower` never serves without a password (hpc2edge.monitor).
             monitor.secure_flower_defaults(self.settings)

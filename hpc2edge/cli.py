@@ -351,7 +351,11 @@ def status_cmd(ctx: click.Context, as_json: bool, timeout_s: float) -> None:
 )
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--clear", is_flag=True, help="Delete the records after printing them.")
+@click.option(
+    "--clear",
+    is_flag=True,
+    help="Then delete every record of these queues (not only those printed).",
+)
 @click.pass_context
 def dead_letters_cmd(
     ctx: click.Context, queues: Sequence[str], limit: int, as_json: bool, clear: bool
@@ -380,7 +384,8 @@ def dead_letters_cmd(
     for r in records if not as_json else []:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.time_unix_s))
         task = f"{r.task or '?'}[{r.task_id or '?'}]"
-        click.echo(f"{when}Z {r.queue:<5} {r.worker} {task} from {r.origin or '?'}: {r.reason}")
+        line = f"{when}Z {r.queue:<5} {r.worker} {task} from {r.origin or '?'}: {r.reason}"
+        click.echo(deadletters.printable(line))  # stored records are written by workers
     if clear and not as_json:
         click.echo(f"cleared {cleared} record(s)")
 

@@ -350,6 +350,24 @@ def secure_flower_defaults(settings: Settings) -> None:
     if not options.address and not options.unix_socket:
         options.address = DEFAULT_ADDRESS
         logger.info("hpc2edge: listening on %s only (give --address to change)", DEFAULT_ADDRESS)
+    _without_remote_control(options)
+
+
+def _without_remote_control(options: Any) -> None:
+    """Keep Flower's event capture from broadcasting on the remote-control channel.
+
+    Remote control is off on every worker and the ACL refuses the pidbox channel to the monitor
+    role (docs/security.md, "Remote control is off"). Flower broadcasts there twice: the
+    ``enable_events`` command every few seconds (workers send events anyway:
+    ``worker_send_task_events``), and a ``heartbeat`` wake-up each time its event receiver
+    starts; the refused wake-up failed the capture, so Flower saw no events at all. Both are
+    switched off in the Flower process only: Flower then learns of a worker from its next
+    heartbeat (every 2 s) instead of at once.
+    """
+    from celery.events.receiver import EventReceiver
+
+    options.enable_events = False
+    EventReceiver.wakeup_workers = lambda self, channel=None: None  # type: ignore[method-assign]
 
 
 # --- the command ------------------------------------------------------------------------------

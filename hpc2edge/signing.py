@@ -6,8 +6,8 @@ role of a deployment. What Celery 5.7 does (``celery/security/``), and what we b
 - **Who signs what.** The ``auth`` serializer JSON-encodes a message body, signs those bytes
   (RSA-PSS, MGF1, ``sha256``) with ``security_key`` and sends ``signer id | signature | content
   type | encoding | body``. The signer id is the certificate's issuer and serial number. With
-  ``task_serializer = "auth"`` the orchestrator signs tasks and remote-control commands; workers
-  sign remote-control replies with their own keys.
+  ``task_serializer = "auth"`` the orchestrator signs tasks (remote control, which Celery signs
+  the same way, is off on every worker: docs/security.md).
 - **Who verifies.** A receiver looks the signer id up in ``security_cert_store`` (every file in a
   folder, each an RSA certificate) and verifies the signature with that certificate's public key.
   Celery checks no chain, no key usage and no name: *membership of the store is the trust

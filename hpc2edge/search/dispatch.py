@@ -92,11 +92,12 @@ def result_problem(kind: str | None, result: dict[str, Any]) -> str | None:
     statistics; a ``train`` result's ``val_mse`` (a number: NaN is a failed training, which the
     orchestrator records as such).
     """
-    from hpc2edge.transport.results import finite
+    from hpc2edge.transport.envelope import finite
 
     if kind == "train":
         val = result.get("val_mse")
-        if isinstance(val, bool) or not isinstance(val, int | float):
+        # NaN and infinity are a failed training (told as such); an unbounded int is not a loss.
+        if not (finite(val) or isinstance(val, float)):
             return f"train result has no numeric val_mse ({str(val)[:40]!r})"
         return None
     if kind != "measure":
@@ -113,7 +114,7 @@ def result_problem(kind: str | None, result: dict[str, Any]) -> str | None:
     for b in batches:
         if not isinstance(b, dict) or isinstance(b.get("batch_size"), bool):
             return "measure result has a malformed batch"
-        if not isinstance(b.get("batch_size"), int) or b["batch_size"] < 1:
+        if not isinstance(b.get("batch_size"), int) or not 1 <= b["batch_size"] <= 2**20:
             return "measure result has a batch without a batch size"
         for part in ("compute", "end_to_end"):
             stats = (b.get(part) or {}).get("stats") if isinstance(b.get(part), dict) else None
@@ -301,7 +302,7 @@ class CeleryDispatcher(Dispatcher):
             results.check_size(raw)
             meta = backend.decode(raw)
             stored = results.parse(meta, task_id)
-        except (results.BadResult, DecodeError, ValueError, TypeError) as exc:
+        except (results.BadResult, DecodeError, ValueError, TypeError, RecursionError) as exc:
             return Outcome.rejected_because(f"stored result of {task_id}: {exc}")
         if stored.state == "SUCCESS":
             return Outcome.from_result(stored.result, KIND_OF_QUEUE.get(str(queue_of(task_id))))

@@ -45,7 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpc2edge.errors import BrokerError, Hpc2EdgeError
 from hpc2edge.search import candidate as cand
-from hpc2edge.search.dispatch import Dispatcher
+from hpc2edge.search.dispatch import Dispatcher, Outcome
 from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, native_constraints
 from hpc2edge.space.base import ArchSpec, SearchSpace
 from hpc2edge.store import DeviceContext, MeasurementStore
@@ -428,6 +428,8 @@ class Orchestrator:
             # The broker is away: the task is not lost (results are kept there); look again.
             log.warning("%s: cannot read the %s result yet: %s", job.label, kind, exc)
             outcome = None
+        except Exception as exc:  # a trust boundary: whatever the record did, it fails alone
+            outcome = Outcome.rejected_because(f"{type(exc).__name__}: {exc}")
         if outcome is None:
             timeout = self._timeout(kind)
             if now - task["sent_at"] > timeout:
@@ -440,7 +442,7 @@ class Orchestrator:
             apply = self._measured if kind == "measure" else self._trained
             try:
                 apply(job, task, outcome.result)
-            except (KeyError, TypeError, ValueError, StopIteration) as exc:
+            except Exception as exc:
                 # Checked on arrival (dispatch.result_problem); what still does not fit (or a
                 # store that recorded no row for it) is a failed attempt, not a crash.
                 reason = f"{kind}: result rejected: {type(exc).__name__}: {exc}"

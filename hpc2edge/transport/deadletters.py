@@ -57,10 +57,18 @@ class DeadLetter:
             data = json.loads(text)
             fields = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
             record = cls(**fields)
-            if not isinstance(record.reason, str) or not isinstance(record.queue, str):
+            text_fields = (record.queue, record.reason, record.worker, record.excerpt)
+            optional = (record.task, record.task_id, record.origin)
+            if not (
+                all(isinstance(v, str) for v in text_fields)
+                and all(v is None or isinstance(v, str) for v in optional)
+                and isinstance(record.time_unix_s, int | float)
+                and isinstance(record.size_bytes, int)
+                and 0 <= record.time_unix_s < 1e11
+            ):
                 raise TypeError
             return record
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
             return cls(
                 queue="?",
@@ -85,17 +93,26 @@ def make(
 ) -> DeadLetter:
     from hpc2edge.transport.envelope import excerpt
 
+    def text(value: Any, limit: int) -> str | None:
+        return printable(value[:limit]) if isinstance(value, str) else None
+
     return DeadLetter(
-        queue=queue,
-        reason=reason[:500],
-        worker=worker[:200],
+        queue=printable(queue[:200]),
+        reason=printable(reason[:500]),
+        worker=printable(worker[:200]),
         time_unix_s=time.time() if now is None else now,
         size_bytes=len(raw),
-        excerpt=excerpt(raw),
-        task=task[:200] if isinstance(task, str) else None,
-        task_id=task_id[:200] if isinstance(task_id, str) else None,
-        origin=origin[:200] if isinstance(origin, str) else None,
+        excerpt=printable(excerpt(raw)),
+        task=text(task, 200),
+        task_id=text(task_id, 200),
+        origin=text(origin, 200),
     )
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: what a sender wrote may reach a terminal or a
+    log line, and must not move the cursor or forge a line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def push(client: Any, record: DeadLetter) -> None:

@@ -146,7 +146,7 @@ def check(
         raise BadMessage(f"message of {size} bytes is over the {max_bytes}-byte limit")
     try:
         envelope = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadMessage(f"envelope is not JSON ({type(exc).__name__})") from None
     if not isinstance(envelope, dict):
         raise BadMessage(f"envelope is a JSON {_json_type(envelope)}, not an object")
@@ -180,9 +180,12 @@ def check(
         raise bad(f"body encoding {_name(properties.get('body_encoding'))} is not base64")
     if not isinstance(properties.get("delivery_tag"), str):
         raise bad("properties.delivery_tag missing")
-    info = properties.get("delivery_info", {})
-    if not all(isinstance(info.get(k, ""), str) for k in ("exchange", "routing_key")):
-        raise bad("properties.delivery_info has a non-string exchange or routing key")
+    # kombu reads both keys when it records the delivery; a restore would route by them.
+    info = properties.get("delivery_info")
+    if not isinstance(info, dict) or info.get("routing_key") != queue:
+        raise bad(f"properties.delivery_info does not route to {queue!r}")
+    if info.get("exchange") not in ("", queue):
+        raise bad(f"properties.delivery_info names another exchange than {queue!r}")
     content_type = envelope.get("content-type")
     if content_type not in content_types:
         raise bad(f"content type {_name(content_type)} is not accepted{_serializer(content_type)}")
@@ -247,13 +250,24 @@ def _check_headers(headers: dict[str, Any], bad: Any) -> None:
 def _limit_ok(x: Any) -> bool:
     if x is None:
         return True
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+    return finite(x) and x > 0
+
+
+def finite(x: Any) -> bool:
+    """A real number that is not NaN or infinite (bool is not; an int too big for a float is
+    not either: ``math.isfinite(10**400)`` raises)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _check_json_body(decoded: bytes, bad: Any) -> None:
     try:
         body = json.loads(decoded)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad("body is not JSON") from None
     if not (isinstance(body, list) and len(body) == 3):
         raise bad(f"body is a JSON {_json_type(body)}, not [args, kwargs, embed]")

@@ -26,6 +26,7 @@ one place kombu parsed foreign JSON before any check, is never read by a worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Collection
@@ -106,8 +107,57 @@ def _policy(channel: Any) -> Policy | None:
     return policy if isinstance(policy, Policy) else None
 
 
+class QoS(kombu_redis.QoS):
+    """kombu's unacked bookkeeping, reading the role's unacked hash as untrusted.
+
+    Every device of a role can write that role's hash (``hpc2edge:unacked:edge``): an entry that
+    is not ``[message, exchange, routing key]`` made kombu's restore raise at every worker start
+    (a crash loop under ``Restart=always``). Such an entry is dropped and dead-lettered; a
+    restore that fails for another reason (the broker lacks the preloaded scripts of the
+    unacked mutex) is logged and tried again at the next interval.
+    """
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().restore_visible(*args, **kwargs)
+        except self.channel.connection_errors:
+            raise
+        except Exception as exc:
+            log.error("cannot restore timed-out messages yet: %s", exc)
+            return None
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        channel = self.channel
+        refused: list[bytes | str] = []
+
+        def restore_transaction(pipe: Any) -> None:
+            p = pipe.hget(self.unacked_key, tag)
+            pipe.multi()
+            self._remove_from_indices(tag, pipe)  # a malformed entry goes with it
+            if not p:
+                return
+            try:
+                message, exchange, routing_key = kombu_redis.loads(bytes_to_str(p))
+                if not (isinstance(message, dict) and isinstance(message.get("properties"), dict)):
+                    raise TypeError("not a message")
+                if not (isinstance(exchange, str) and isinstance(routing_key, str)):
+                    raise TypeError("not an exchange and routing key")
+            except Exception:
+                refused.append(p)
+                return
+            channel._do_restore_message(message, exchange, routing_key, pipe, leftmost)
+
+        with channel.conn_or_acquire(client) as conn:
+            conn.transaction(restore_transaction, self.unacked_key)
+        queue = next(iter(getattr(channel, "_active_queues", None) or []), "unacked")
+        for p in refused:
+            record(channel, queue, "malformed entry in the role's unacked hash, dropped", p)
+
+
 class Channel(kombu_redis.Channel):
     """kombu's Redis channel with the envelope check in front of delivery."""
+
+    QoS = QoS
 
     def _admit(self, item: bytes | str, queue: str) -> dict[str, Any] | None:
         policy = _policy(self)
@@ -131,6 +181,9 @@ class Channel(kombu_redis.Channel):
         except envelope.BadMessage as exc:
             about = {"task": exc.task, "task_id": exc.task_id, "origin": exc.origin}
             record(self, queue, exc.reason, item, **about)
+            return None
+        except Exception as exc:  # a check that itself failed (it should not): refuse all the same
+            record(self, queue, f"{type(exc).__name__} while checking the message", item)
             return None
         headers = checked.envelope["headers"]
         if checked.redelivered and self._redeliveries(queue, checked.task_id) > MAX_REDELIVERIES:
@@ -174,13 +227,38 @@ class Channel(kombu_redis.Channel):
             self._queue_cycle.rotate(dest)
             payload = self._admit(item, dest)
             if payload is not None:
-                self.connection._deliver(payload, dest)
+                self._deliver_checked(payload, dest, item)
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]
             flush = getattr(self, "_flush_brpop_reauth", None)
             if flush is not None:
                 flush()
+
+    def _deliver_checked(self, payload: dict[str, Any], queue: str, raw: bytes | str) -> None:
+        """kombu's delivery (Message, unacked hash, Celery's handler), where anything but a
+        connection error dead-letters the one message: the check should have caught it."""
+        try:
+            self.connection._deliver(payload, queue)
+        except self.connection_errors:
+            raise
+        except Exception as exc:
+            record(self, queue, f"{type(exc).__name__} while delivering: {exc}", raw)
+            tag = (payload.get("properties") or {}).get("delivery_tag")
+            if isinstance(tag, str):
+                with contextlib.suppress(Exception):
+                    self.qos.ack(tag)
+
+    def maybe_refresh_binding_expiry(self) -> Any:
+        # Lua scripts (EVALSHA of preloaded scripts only): a broker started without the preload
+        # refuses them; that must not end the worker (docs/security.md, "Commands").
+        try:
+            return super().maybe_refresh_binding_expiry()
+        except self.connection_errors:
+            raise
+        except Exception as exc:
+            log.error("cannot refresh binding expiry: %s", exc)
+            return None
 
     # kombu 5.7's Channel._get (basic_get, synchronous drains), with the same check.
     def _get(self, queue: str, timeout: Any = None) -> dict[str, Any]:

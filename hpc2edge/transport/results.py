@@ -24,7 +24,6 @@ With message signing, the signed result must also come from a worker of the task
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,8 +175,3 @@ class RedisBackend(CeleryRedisBackend):
             return exc
         error = error_of(exc)
         return RemoteError(error["type"], error["message"])
-
-
-def finite(x: Any) -> bool:
-    """A real number that is not NaN or infinite (bool is not a number here)."""
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)

@@ -389,6 +389,7 @@ def test_a_planted_success_record_is_overwritten_by_the_worker(broker_stack, wor
 # --- 5. a search whose measurement result is planted ------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_search_survives_a_planted_measure_result(tmp_path):
     """A hostile edge device reads a queued measure task's id (``LRANGE edge``: the edge role may)
     and plants a malformed ``status: ok`` result under it before any worker answers. The

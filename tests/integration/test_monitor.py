@@ -160,7 +160,8 @@ def test_queue_lengths_are_readable(flower):
     )
     assert status == 200, body
     names = {q["name"] for q in json.loads(body)["active_queues"]}
-    assert names == {"edge", "train"}
+    # Without remote control Flower knows no worker's queues and lists the configured ones.
+    assert names >= {"edge", "train"}
 
 
 def test_flower_cannot_enqueue_tasks(broker_stack, flower):

@@ -158,4 +158,7 @@ def test_broker_restart_mid_search_loses_nothing(short_stack: Stack, tmp_path: P
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     # The workers were not restarted: the same processes served before and after.
     assert executed(train.log, "train")
-    assert "Connection to broker lost" in Path(train.log).read_text()
+    # ...and saw the broker go (Celery's consumer, or the liveness heartbeat, whichever
+    # noticed first while a training held the pool).
+    log = Path(train.log).read_text()
+    assert "Connection to broker lost" in log or "heartbeat to the broker failed" in log
