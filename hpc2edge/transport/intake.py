@@ -38,7 +38,7 @@ from celery.worker.consumer.consumer import Consumer as CeleryConsumer
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
-from hpc2edge.transport import deadletters, envelope
+from hpc2edge.transport import deadletters, envelope, taskids
 
 log = logging.getLogger("hpc2edge.intake")
 
@@ -149,7 +149,9 @@ class QoS(kombu_redis.QoS):
 
         with channel.conn_or_acquire(client) as conn:
             conn.transaction(restore_transaction, self.unacked_key)
-        queue = next(iter(getattr(channel, "_active_queues", None) or []), "unacked")
+        # The hash is the role's (hpc2edge:unacked:<role>): record it with the role's queue.
+        role = str(self.unacked_key).rsplit(":", 1)[-1]
+        queue = {r: q for q, r in taskids.ROLE_OF_QUEUE.items()}.get(role, role)
         for p in refused:
             record(channel, queue, "malformed entry in the role's unacked hash, dropped", p)
 

@@ -191,6 +191,28 @@ def test_the_dead_letters_command_shows_a_refused_message(broker_stack, workers,
     assert "dead letters" in denied.stderr
 
 
+def test_a_planted_unacked_entry_does_not_stop_a_starting_worker(broker_stack, workers):
+    # Every edge device may write the edge role's unacked hash. kombu restores timed-out
+    # entries when a worker starts; a malformed one used to end it there, at every start.
+    tag = "planted-tag"
+    with broker.client(broker_stack.as_role("edge")) as client:
+        client.hset("hpc2edge:unacked:edge", tag, "x")
+        client.zadd("hpc2edge:unacked:edge:index", {tag: 0})  # long past visibility_timeout
+    before = _dead_count(broker_stack, "edge")
+    record = start_worker(broker_stack, "edge", "edge-unacked@test")
+    try:
+        wait_ready(broker_stack, "edge", record)
+        letter = _wait_dead_letter(broker_stack, "edge", before, record)
+        assert "unacked" in letter["reason"]
+        with broker.client(broker_stack.settings) as client:
+            assert not client.hexists("hpc2edge:unacked:edge", tag)
+            assert client.zscore("hpc2edge:unacked:edge:index", tag) is None
+        assert procs.alive(record)
+    finally:
+        procs.stop(record)
+    _assert_serving(broker_stack, workers.edge, "edge")
+
+
 # --- 3. a poison pill: run at most once more after a redelivery, then quarantined --------------
 
 

@@ -125,6 +125,13 @@ MALFORMED: dict[str, Callable[[str], Any]] = {
     "oversize": lambda q: _oversize,
     "zlib-bomb": lambda q: _zlib_bomb,
     "embed-callbacks": lambda q: _callbacks,
+    # Found in review: each escaped the first version of the check and stopped the worker.
+    "deep-json": lambda q: "[" * 100_000 + "]" * 100_000,  # RecursionError, 200 KB
+    "huge-timelimit": lambda q: _set("headers.timelimit", [10**400, None]),  # OverflowError
+    "no-delivery-info": lambda q: _set("properties.delivery_info", {}),  # KeyError in kombu
+    "foreign-routing-key": lambda q: _set(
+        "properties.delivery_info", {"exchange": "", "routing_key": _other_queue(q)}
+    ),
 }
 
 #: case -> a fragment of the reason (what an operator reading the dead letter sees)
@@ -145,6 +152,10 @@ REASONS = {
     "oversize": "limit",
     "zlib-bomb": "compression",
     "embed-callbacks": "callbacks",
+    "deep-json": "not JSON",
+    "huge-timelimit": "timelimit",
+    "no-delivery-info": "delivery_info",
+    "foreign-routing-key": "delivery_info",
 }
 
 
