@@ -268,7 +268,8 @@ class RedisArtifactStore(ArtifactStore):
 class DirectoryArtifactStore(ArtifactStore):
     """Blobs as files ``<root>/sha256/<first 2 hex>/<hex>``, written atomically, never expiring.
 
-    The two-hex fan-out keeps folders small. Files are mode 0644; temporary files are named
+    The two-hex fan-out keeps folders small. Files are mode 0600, like everything hpc2edge
+    writes (docs/security.md, "Files and the dashboard"); temporary files are named
     ``.<hex>.<random>.tmp`` in the blob's folder, so they never match a final name. A ``put`` of
     content already present re-hashes the file and writes only when it is damaged.
     """

@@ -362,7 +362,7 @@ def test_directory_layout_and_no_temp_files_left(dir_store):
     digest = parse_key(key)
     path = dir_store.root / "sha256" / digest[:2] / digest
     assert files_under(dir_store.root) == [path]
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o600  # private, like the rest of the state folder
     dir_store.put(data)
     assert files_under(dir_store.root) == [path]
 
