@@ -61,15 +61,26 @@ class Policy:
     max_bytes: int = envelope.MAX_MESSAGE_BYTES
     worker: str = field(default_factory=socket.gethostname)
     _content_types: frozenset[str] | None = None
+    _by_queue: dict[str, frozenset[str]] | None = None
 
     def is_task_queue(self, queue: str) -> bool:
         """One of the app's task queues (``train``, ``edge``); others (an admin's reply queue of
         ``celery inspect``) carry no task and are not checked as one."""
-        return any(q.name == queue for q in self.app.conf.task_queues or ())
+        return queue in self._tasks_by_queue()
 
     def tasks_for(self, queue: str) -> Collection[str]:
-        names = [n for n in self.app.tasks if not n.startswith("celery.")]
-        return {n for n in names if QUEUE_OF_TASK.get(n, queue) == queue}
+        return self._tasks_by_queue().get(queue, frozenset())
+
+    def _tasks_by_queue(self) -> dict[str, frozenset[str]]:
+        # Resolved on the first message, once the worker has registered every task (its
+        # --include modules too), and not again on each one.
+        if self._by_queue is None:
+            names = [n for n in self.app.tasks if not n.startswith("celery.")]
+            queues = [q.name for q in self.app.conf.task_queues or () if q.name]
+            self._by_queue = {
+                q: frozenset(n for n in names if QUEUE_OF_TASK.get(n, q) == q) for q in queues
+            }
+        return self._by_queue
 
     @property
     def content_types(self) -> frozenset[str]:
