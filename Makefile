@@ -48,6 +48,7 @@ lint: setup
 	$(VENV)/bin/ruff check hpc2edge tests bench
 	$(VENV)/bin/ruff format --check hpc2edge tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 format: setup
 	$(VENV)/bin/ruff format hpc2edge tests bench

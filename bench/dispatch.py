@@ -9,8 +9,8 @@ What it measures, in one run and side by side:
   STARTED state and task events that the shipped config turns on), and the client is woken by
   the result's pub/sub message. The task does no work, so this is pure coordination overhead.
 - **Redis PING**: ``PING`` over an identical connection (same broker, same TLS options, same
-  client certificate and ACL user, from :func:`hpc2edge.broker.client`). It is the floor any
-  broker-based dispatch pays: one TLS network round trip and one Redis command.
+  client certificate and ACL user, from :func:`hpc2edge.transport.broker.client`). It is the floor
+  any broker-based dispatch pays: one TLS network round trip and one Redis command.
 
 Why: the paper this project improves on coupled the HPC centre and the edge devices through a
 database that each side polled every 60 s, so a measurement request could wait up to a minute
@@ -21,8 +21,8 @@ result is the paper's *polling interval*, i.e. the worst-case wait of their desi
 latency they measured.
 
 The stack is a throwaway one in a temporary folder (own CA, passwords, TLS-only redis-server on a
-free port, one ``train`` and one ``edge`` worker), started with :func:`hpc2edge.stack.up` and
-always stopped with :func:`hpc2edge.stack.down`. Everything runs on one machine, over loopback:
+free port, one ``train`` and one ``edge`` worker), started with :func:`hpc2edge.ops.stack.up` and
+always stopped with :func:`hpc2edge.ops.stack.down`. Everything runs on one machine, over loopback:
 the figures are the software's overhead, without the network distance between two sites.
 
 Usage::
@@ -151,8 +151,8 @@ def task_round_trip_ms(app: Any, queue: str = "edge") -> float:
     try:
         result.get(timeout=TASK_TIMEOUT_S)
     except CeleryTimeout:
-        # Unsubscribe now, as hpc2edge.stack.ping does: a pending result left to the garbage
-        # collector tries to unsubscribe while the interpreter shuts down.
+        # Unsubscribe now, as hpc2edge.transport.probes.ping does: a pending result left to the
+        # garbage collector tries to unsubscribe while the interpreter shuts down.
         result.backend.remove_pending_result(result)
         raise RuntimeError(f"no answer on queue {queue!r} within {TASK_TIMEOUT_S:g} s") from None
     elapsed_ms = (time.perf_counter() - t0_s) * 1000.0
@@ -203,18 +203,20 @@ def run_benchmark(n: int, warmup: int, state_dir: Path) -> dict[str, Any]:
     Returns:
         The figures, as written by ``--json``.
     """
-    from hpc2edge import broker, stack
-    from hpc2edge.celery import make_app
     from hpc2edge.config import load_settings
+    from hpc2edge.ops import localbroker, stack
+    from hpc2edge.transport import broker
+    from hpc2edge.transport.app import make_app
+    from hpc2edge.util import net
 
     settings = load_settings(
         environ={
             "HPC2EDGE_STATE_DIR": str(state_dir),
             # A free port, so the shared Redis on 6379 (or anything else) is never touched.
-            "HPC2EDGE_BROKER_PORT": str(broker.free_port()),
+            "HPC2EDGE_BROKER_PORT": str(net.free_port()),
         }
     )
-    machine = describe_machine(broker.find_redis_server())
+    machine = describe_machine(localbroker.find_redis_server())
     try:
         # prepare() returns the settings of this role (orchestrator, the default) with the
         # password read from the secrets it created: the client side of both measurements.

@@ -62,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 2:
         parser.error("--runs must be >= 2")
 
-    from hpc2edge import broker, stack
-    from hpc2edge.artifacts import RedisArtifactStore
-    from hpc2edge.celery import make_app
     from hpc2edge.config import load_settings
+    from hpc2edge.ops import stack
+    from hpc2edge.store.artifacts import RedisArtifactStore
+    from hpc2edge.transport import broker
+    from hpc2edge.transport.app import make_app
+    from hpc2edge.util import net
     from tests.support.onnx_models import tiny_model
 
     shape = (1, 8, 32, 32)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         # broker and other processes measures the scheduler, not the model.
         env = {
             "HPC2EDGE_STATE_DIR": tmp,
-            "HPC2EDGE_BROKER_PORT": str(broker.free_port()),
+            "HPC2EDGE_BROKER_PORT": str(net.free_port()),
             "HPC2EDGE_EDGE_INTRA_OP_THREADS": "1",
         }
         settings = stack.prepare(load_settings(environ=env))

@@ -87,16 +87,16 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 
-from hpc2edge.artifacts import ArtifactStore, DirectoryArtifactStore  # noqa: E402
+from hpc2edge.cli.search import DEMO_PIN  # noqa: E402
 from hpc2edge.search import candidate as cand  # noqa: E402
 from hpc2edge.search import study as st  # noqa: E402
-from hpc2edge.search.cli import DEMO_PIN  # noqa: E402
 from hpc2edge.search.dispatch import Handler, InlineDispatcher, local_handlers  # noqa: E402
 from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, hypervolume_2d  # noqa: E402
 from hpc2edge.search.orchestrator import Orchestrator, SearchConfig  # noqa: E402
 from hpc2edge.space import get_space  # noqa: E402
 from hpc2edge.space.base import ArchSpec, TrainingHParams  # noqa: E402
-from hpc2edge.store import MeasurementStore  # noqa: E402
+from hpc2edge.store.artifacts import ArtifactStore, DirectoryArtifactStore  # noqa: E402
+from hpc2edge.store.measurements import MeasurementStore  # noqa: E402
 
 SPACE = "cnn3d"
 PIN = DEMO_PIN  # 8 x 41 x 41: seconds per candidate on a CPU
@@ -360,7 +360,7 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Both comparisons in ``tmp``; returns the figures, as written by ``--json``."""
     from hpc2edge.latency import get_backend, telemetry
-    from hpc2edge.training.testing import make_tiny_data
+    from hpc2edge.testing.training import make_tiny_data
 
     machine = describe_machine()
     started_s = time.perf_counter()

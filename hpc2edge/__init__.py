@@ -2,7 +2,7 @@
 
 Importing this package has no side effects and pulls in no heavy dependency (no torch, no
 DeepSpeed, no TensorRT): a Jetson with only the core and ``edge`` extras imports it. The Celery
-application lives in :mod:`hpc2edge.celery`, which ``celery -A hpc2edge`` finds on its own.
+application lives in :mod:`hpc2edge.transport.app`, which ``celery -A hpc2edge`` finds on its own.
 """
 
 __version__ = "0.1.0.dev0"

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from celery import Task, shared_task
 
 import hpc2edge
-from hpc2edge.celery import train_limits_s
 from hpc2edge.config import Settings
 from hpc2edge.errors import MeasurementError, as_result
-from hpc2edge.versions import versions
+from hpc2edge.transport.app import train_limits_s
+from hpc2edge.util.versions import versions
 
 if TYPE_CHECKING:
     from hpc2edge.latency.base import LatencyBackend
@@ -75,7 +75,7 @@ def ping(self: Task) -> dict[str, Any]:
 
     From the ``edge`` queue the answer also carries ``measurement``: the device's and the default
     backend's fingerprints, which is what the orchestrator needs to look a measurement up in its
-    store before sending anything (:class:`hpc2edge.store.DeviceContext`).
+    store before sending anything (:class:`hpc2edge.store.measurements.DeviceContext`).
     """
     info = self.request.delivery_info or {}
     queue = info.get("routing_key") or info.get("queue")
@@ -112,8 +112,8 @@ def _backend(name: str, settings: Settings) -> LatencyBackend:
 
 @functools.lru_cache(maxsize=1)
 def _artifact_store(settings: Settings) -> Any:
-    from hpc2edge import broker
-    from hpc2edge.artifacts import RedisArtifactStore
+    from hpc2edge.store.artifacts import RedisArtifactStore
+    from hpc2edge.transport import broker
 
     return RedisArtifactStore(
         broker.client(settings, retries=3), max_bytes=settings.edge.artifact_max_mib * 2**20

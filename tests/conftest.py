@@ -1,7 +1,7 @@
 """Shared fixtures: a real TLS-only redis-server with ACL, and real celery worker processes.
 
 Nothing here mocks Redis, Celery or TLS. The broker listens on a free loopback port with a fresh
-CA made by our own ``hpc2edge.tls`` code, so the shared Redis on 6379 is never touched.
+CA made by our own ``hpc2edge.pki.ca`` code, so the shared Redis on 6379 is never touched.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from hpc2edge import broker, procs, stack
-from hpc2edge.config import Settings, for_role, load_settings
+from hpc2edge.config import Settings, derived, for_role, load_settings
+from hpc2edge.ops import localbroker, stack
+from hpc2edge.roles import ROLE_OF_QUEUE
+from hpc2edge.util import net, procs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +48,7 @@ class Stack:
 
 def make_settings(state_dir: Path, extra_env: dict[str, str] | None = None) -> Settings:
     """A local stack's orchestrator settings on a free port (``extra_env``: more HPC2EDGE_*)."""
-    env = {"HPC2EDGE_STATE_DIR": str(state_dir), "HPC2EDGE_BROKER_PORT": str(broker.free_port())}
+    env = {"HPC2EDGE_STATE_DIR": str(state_dir), "HPC2EDGE_BROKER_PORT": str(net.free_port())}
     env.update(extra_env or {})
     return stack.prepare(load_settings(environ=env))
 
@@ -56,11 +58,11 @@ def own_broker(state_dir: Path, extra_env: dict[str, str] | None = None) -> Iter
     """A broker of a test's own (own settings, e.g. a short visibility timeout), stopped after."""
     _require_redis_server()
     settings = make_settings(state_dir, extra_env)
-    broker.start(settings)
+    localbroker.start(settings)
     try:
         yield Stack(state_dir=settings.state_dir, settings=settings)
     finally:
-        broker.stop(settings.state_dir)
+        localbroker.stop(settings.state_dir)
 
 
 @pytest.fixture(scope="session")
@@ -69,16 +71,16 @@ def broker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _require_redis_server()
     state_dir = tmp_path_factory.mktemp("stack")
     settings = make_settings(state_dir)
-    broker.start(settings)
+    localbroker.start(settings)
     try:
         yield Stack(state_dir=settings.state_dir, settings=settings)
     finally:
-        broker.stop(settings.state_dir)
+        localbroker.stop(settings.state_dir)
 
 
 def worker_env(stack_: Stack, role: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
-    env["HPC2EDGE_CONFIG"] = str(stack.role_config_path(stack_.settings, role))
+    env["HPC2EDGE_CONFIG"] = str(derived.role_config_path(stack_.settings, role))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env
@@ -88,7 +90,7 @@ def start_worker(
     stack_: Stack, queue: str, hostname: str, *, extra_env: dict[str, str] | None = None
 ) -> procs.ProcRecord:
     """Start ``celery -A hpc2edge worker -Q queue`` as the queue's role, with test tasks loaded."""
-    role = stack.WORKER_ROLES[queue]
+    role = ROLE_OF_QUEUE[queue]
     argv = stack.worker_argv(queue)
     argv[argv.index(f"{queue}@%h")] = hostname
     argv += ["--include", "tests.support.tasks"]

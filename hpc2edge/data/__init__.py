@@ -10,7 +10,7 @@ Modules, one concept each:
 - :mod:`~hpc2edge.data.reader`: :class:`LPBFReader`, samples as numpy arrays;
 - :mod:`~hpc2edge.data.synth`: synthetic files with the real structure and learnable physics;
 - :mod:`~hpc2edge.data.dataset`: :class:`LPBFDataset`, the PyTorch view (the only torch import);
-- :mod:`~hpc2edge.data.summary`, :mod:`~hpc2edge.data.cli`: ``hpc2edge data inspect|bench|synth``.
+- :mod:`~hpc2edge.data.summary`, :mod:`~hpc2edge.cli.data`: ``hpc2edge data inspect|bench|synth``.
 
 Importing this package (or its CLI group) reads nothing and imports neither torch nor h5py:
 names are resolved on first access, so the main ``hpc2edge`` command, which registers

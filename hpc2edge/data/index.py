@@ -7,11 +7,12 @@ samples later needs no checks.
 
 Decisions:
 
-- **Contiguity is verified, not assumed.** REFERENCE.md only infers that a line's frames are
-  contiguous in time. For each line the index records ``[start, stop)`` and whether exactly those
-  frames carry the line (the positions of a line's frames, sorted, span ``count`` frames). Lines
-  that are not contiguous keep the sorted frame positions in ``gather`` and are read with one
-  increasing index list (h5py needs increasing indices; ~100x slower, so the exception).
+- **Contiguity is verified, not assumed.** The published description (docs/data-format.md, "Scan
+  lines: the samples") only infers that a line's frames are contiguous in time. For each line the
+  index records ``[start, stop)`` and whether exactly those frames carry the line (the positions of
+  a line's frames, sorted, span ``count`` frames). Lines that are not contiguous keep the sorted
+  frame positions in ``gather`` and are read with one increasing index list (h5py needs increasing
+  indices; ~100x slower, so the exception).
 - **Negative ``scan_line_index`` values** are read as "frame belongs to no line" (an inference:
   frames between lines when the laser jumps) and ignored. Lines without any frame are not samples.
 - **Validation** (each a ``DataError`` naming file, group and dataset): missing ``frame`` or
@@ -30,6 +31,7 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -41,6 +43,8 @@ import numpy as np
 
 from hpc2edge.data import layout as lay
 from hpc2edge.errors import DataError
+from hpc2edge.util.filemodes import default_file_mode
+from hpc2edge.util.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -264,11 +268,10 @@ def save(index: FileIndex, target: Path) -> None:
         "group_objects": list(index.group_objects),
     }
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        payload: dict[str, Any] = {"meta": np.array(json.dumps(meta)), **index.arrays}
-        np.savez(fh, **payload)
-    os.replace(tmp, target)
+    buffer = io.BytesIO()
+    payload: dict[str, Any] = {"meta": np.array(json.dumps(meta)), **index.arrays}
+    np.savez(buffer, **payload)
+    write_atomic(target, buffer.getvalue(), mode=default_file_mode())  # as open() would
 
 
 def load(target: Path, key: dict[str, Any]) -> FileIndex | None:

@@ -1,6 +1,7 @@
 """The two RAISE-LPBF-Laser file layouts: finding files, opening them, walking their layer groups.
 
-Layouts (REFERENCE.md §2), detected per file from its top-level group names:
+Layouts (docs/data-format.md, "Files and layouts"), detected per file from its top-level group
+names:
 
 - **v1.0**: one file holds many objects: ``C0NN/layerNNNN/{frame, scan_line_index, laser_params}``.
 - **v1.1**: one file per object (``C027.hdf5``), layers at the top: ``layerNNNN/{...}``; the

@@ -1,6 +1,6 @@
 """The paper's preprocessing of one scan line, in numpy: crop, window, normalise, resize.
 
-Steps (REFERENCE.md §2), in this order:
+Steps (docs/data-format.md, "Preprocessing"), in this order:
 
 1. **Crop centre**: the argmax of the line's mean frame over *all* its frames (the melt pool is
    the brightest spot on average; spatter is not, because it moves). The sum in uint32 has the

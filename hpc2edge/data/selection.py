@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The paper's held-out objects (REFERENCE.md §2).
+#: The paper's held-out objects (docs/data-format.md, "Objects, layers and splits").
 DEFAULT_TEST_OBJECTS = ("C029", "C032", "C035", "C040")
 SPLITS = ("all", "train", "test")
 

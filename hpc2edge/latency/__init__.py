@@ -14,9 +14,9 @@ if TYPE_CHECKING:
     from hpc2edge.latency.base import LatencyBackend
 
 BACKENDS = {
-    "onnxruntime": "hpc2edge.latency.onnxruntime:OnnxRuntimeBackend",
-    "tensorrt": "hpc2edge.latency.tensorrt:TensorRTBackend",
-    "table": "hpc2edge.latency.table:TableBackend",
+    "onnxruntime": "hpc2edge.latency.backends.onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "hpc2edge.latency.backends.tensorrt:TensorRTBackend",
+    "table": "hpc2edge.latency.backends.table:TableBackend",
 }
 
 

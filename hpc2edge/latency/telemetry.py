@@ -1,4 +1,5 @@
-"""The device's identity and state, recorded with every measurement (REFERENCE §3, Jetson).
+"""The device's identity and state, recorded with every measurement (docs/measurement.md, "Jetson:
+power mode, clocks and temperature").
 
 A Jetson's latency depends on its power mode (``nvpmodel``), on whether ``jetson_clocks`` pinned
 the clocks, and on its temperature: a hot device throttles and ranks architectures differently
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpc2edge.versions import package_version
+from hpc2edge.util.versions import package_version
 
 ROOT = Path("/")
 #: A device at or above this temperature is reported as (about to be) throttling.

@@ -1,8 +1,8 @@
 """Networks built from architecture specs: ``build_model(spec)`` and what can be counted.
 
 ``build_model`` is pure: no I/O, no global state besides the torch RNG its initialisers draw
-from (seed it, or use :func:`hpc2edge.export.export_onnx`, which forks the RNG). Parameters and
-FLOPs are counted on the ``meta`` device, which allocates nothing, so counting the 28 M-weight
+from (seed it, or use :func:`hpc2edge.models.export.export_onnx`, which forks the RNG). Parameters
+and FLOPs are counted on the ``meta`` device, which allocates nothing, so counting the 28 M-weight
 Swin-T at 16 x 224 x 224 is instant.
 
 FLOPs follow :mod:`torch.utils.flop_counter`: 2 per multiply-accumulate of matmuls and

@@ -47,9 +47,9 @@ def build(spec: ArchSpec, seed: int = 0) -> Candidate:
     """Export ``spec`` with weights from ``seed`` and compute its reference outputs."""
     import torch
 
-    from hpc2edge.export import build_eval_model, export_onnx
     from hpc2edge.latency.base import reference_input
     from hpc2edge.models import flops, input_shape, params
+    from hpc2edge.models.export import build_eval_model, export_onnx
 
     onnx = export_onnx(spec, seed=seed)
     x = reference_input(list(input_shape(spec)[1:]), 1, REFERENCE_SEED)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpc2edge.artifacts import ArtifactStore
+from hpc2edge.store.artifacts import ArtifactStore
 from hpc2edge.transport.taskids import queue_of
 
 KINDS = ("measure", "train")
@@ -258,9 +258,9 @@ class CeleryDispatcher(Dispatcher):
     """
 
     def __init__(self, settings: Any) -> None:
-        from hpc2edge import broker
-        from hpc2edge.artifacts import RedisArtifactStore
-        from hpc2edge.celery import make_app
+        from hpc2edge.store.artifacts import RedisArtifactStore
+        from hpc2edge.transport import broker
+        from hpc2edge.transport.app import make_app
 
         self.settings = settings
         self.app = make_app(settings)
@@ -270,7 +270,7 @@ class CeleryDispatcher(Dispatcher):
         )
 
     def submit(self, kind: str, payload: dict[str, Any], task_id: str, expires_s: float) -> None:
-        from hpc2edge import broker
+        from hpc2edge.transport import broker
 
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}")
@@ -290,8 +290,7 @@ class CeleryDispatcher(Dispatcher):
         """
         from kombu.exceptions import DecodeError
 
-        from hpc2edge import broker
-        from hpc2edge.transport import results
+        from hpc2edge.transport import broker, results
 
         backend = self.app.backend
         with broker.translate_errors("reading a task result"):
@@ -322,7 +321,7 @@ class CeleryDispatcher(Dispatcher):
             AsyncResult(task_id, app=self.app).forget()
 
     def workers(self) -> dict[str, int]:
-        from hpc2edge.celery import QUEUES
+        from hpc2edge.roles import QUEUES
         from hpc2edge.transport import liveness
 
         try:
@@ -332,7 +331,7 @@ class CeleryDispatcher(Dispatcher):
         return {q: len(names) for q, names in live.items()}
 
     def queue_depths(self) -> dict[str, int]:
-        from hpc2edge.celery import QUEUES
+        from hpc2edge.roles import QUEUES
 
         try:
             return {q: int(self._client.llen(q)) for q in QUEUES}
@@ -340,11 +339,11 @@ class CeleryDispatcher(Dispatcher):
             return {}
 
     def probe_edge(self, timeout_s: float) -> dict[str, Any] | None:
-        from hpc2edge import stack
         from hpc2edge.errors import Hpc2EdgeError
+        from hpc2edge.transport import probes
 
         try:
-            answer = stack.ping(self.settings, "edge", timeout_s=timeout_s)
+            answer = probes.ping(self.settings, "edge", timeout_s=timeout_s)
         except Hpc2EdgeError:
             return None
         return answer

@@ -3,8 +3,8 @@ optional latency budget.
 
 - ``pareto``: minimise (validation MSE, latency p50 in ms at the chosen batch size). Optuna's
   multi-objective samplers keep the trade-off; the result is a Pareto front, not one model.
-- ``paper``: the published system's scalar ``1000 * val_loss + latency_ms`` (REFERENCE.md §1), so
-  its runs can be reproduced and compared.
+- ``paper``: the published system's scalar ``1000 * val_loss + latency_ms`` (docs/paper.md, "The
+  paper's system"), so its runs can be reproduced and compared.
 - ``latency_budget_ms`` (either objective): a constraint ``latency_ms - budget <= 0``. Optuna's
   samplers get it as the trial's constraint (``Trial.set_constraint`` on Optuna >= 5,
   ``constraints_func`` before; trials over budget are dominated by feasible ones). With latency

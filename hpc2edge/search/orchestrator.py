@@ -1,5 +1,8 @@
 """The asynchronous ask/tell orchestrator: Optuna proposes, the edge measures, the HPC trains.
 
+Why one module of ~800 lines: the loop, its per-trial bookkeeping and the lease are one state
+machine read top to bottom; issue 15 splits it into typed job states, stages and send policies.
+
 One thread, no blocking waits: :meth:`Orchestrator.step` advances every trial in flight by one
 look (poll a task, send the next one, tell Optuna) and asks for new trials while fewer than
 ``parallel`` are in flight. :meth:`Orchestrator.run` steps until ``trials`` trials are finished.
@@ -48,8 +51,9 @@ from hpc2edge.search import candidate as cand
 from hpc2edge.search.dispatch import Dispatcher, Outcome
 from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, native_constraints
 from hpc2edge.space.base import ArchSpec, SearchSpace
-from hpc2edge.store import DeviceContext, MeasurementStore
+from hpc2edge.store.measurements import DeviceContext, MeasurementStore
 from hpc2edge.transport import taskids
+from hpc2edge.util import procs
 
 log = logging.getLogger(__name__)
 
@@ -657,7 +661,9 @@ class Orchestrator:
         me = {"host": socket.gethostname(), "pid": os.getpid()}
         if lease and (lease.get("host"), lease.get("pid")) != (me["host"], me["pid"]):
             age = self.clock.time() - float(lease.get("heartbeat", 0))
-            same_host_dead = lease.get("host") == me["host"] and not _pid_alive(lease.get("pid"))
+            same_host_dead = lease.get("host") == me["host"] and not procs.pid_exists(
+                lease.get("pid")
+            )
             if age < LEASE_STALE_S and not same_host_dead:
                 raise SearchError(
                     f"study {self.study.study_name!r} is being run by pid {lease.get('pid')} on "
@@ -792,18 +798,6 @@ def _latency_summary(result: dict[str, Any], batch_size: int) -> dict[str, Any]:
                 "throttle": result.get("throttle"),
             }
     raise ValueError(f"no batch size {batch_size} in the measurement")
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _slug(name: str) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import optuna
 
-from hpc2edge.filemodes import private_sqlite
 from hpc2edge.search.objectives import Objective, constraints_func, native_constraints
+from hpc2edge.util.filemodes import private_sqlite
 
 SAMPLERS = ("tpe", "nsga2", "random")
 

@@ -9,9 +9,8 @@ from hpc2edge.space.base import (
     SearchSpace,
     TrainingHParams,
     TrialLike,
-    get_space,
-    list_spaces,
 )
+from hpc2edge.space.registry import get_space, list_spaces
 
 __all__ = [
     "ArchSpec",

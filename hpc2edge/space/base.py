@@ -242,7 +242,7 @@ class RandomTrial:
         return value
 
 
-# The paper's training recipe, searched alongside the architecture (REFERENCE.md §1).
+# The paper's training recipe, searched alongside the architecture (docs/paper.md, "Search space").
 LR_RANGE = (1e-4, 1.0)  # log-uniform
 LR_STEP_EPOCHS_CHOICES = (10, 20, 40)
 LR_GAMMA_RANGE = (0.1, 0.9)  # uniform
@@ -357,26 +357,3 @@ def check_no_extra(spec: ArchSpec, allowed: set[str]) -> None:
     extra = sorted(set(spec.params) - allowed)
     if extra:
         raise SpecError(f"params.{extra[0]}: not a parameter of this space")
-
-
-_REGISTRY = ("swin3d", "swin3d-input", "cnn3d")
-
-
-def list_spaces() -> tuple[str, ...]:
-    """Names :func:`get_space` accepts."""
-    return _REGISTRY
-
-
-def get_space(name: str) -> SearchSpace:
-    """The search space registered as ``name``; SpecError for an unknown name."""
-    # Imported here: the space modules import this one.
-    from hpc2edge.space.cnn3d import Cnn3DSpace
-    from hpc2edge.space.swin3d import Swin3DSpace
-
-    if name == "swin3d":
-        return Swin3DSpace()
-    if name == "swin3d-input":
-        return Swin3DSpace(search_input=True)
-    if name == "cnn3d":
-        return Cnn3DSpace()
-    raise SpecError(f"unknown search space {name!r} (known: {', '.join(_REGISTRY)})")

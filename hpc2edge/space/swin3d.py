@@ -1,6 +1,6 @@
 """The paper's search space: a Video Swin Transformer ("Swin3D") regressing [speed, power].
 
-Searched (REFERENCE.md §1), 124,416 architectures:
+Searched (docs/paper.md, "Search space"), 124,416 architectures:
 
 =================  ==========================================  =====================
 Optuna name        choices                                     spec field

@@ -11,7 +11,7 @@ Modules, one concept each:
   ``single`` engines (the only module that imports torch);
 - :mod:`~hpc2edge.training.service`: ``train_request`` behind the ``hpc2edge.train`` task, with
   typed error results and the idempotency store;
-- :mod:`~hpc2edge.training.cli`: ``hpc2edge train``.
+- :mod:`~hpc2edge.cli.train`: ``hpc2edge train``.
 
 Importing this package imports neither torch nor DeepSpeed: the Celery worker only ever starts a
 child that does.

@@ -37,11 +37,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpc2edge import broker, procs
 from hpc2edge.errors import DataError, TrainingError
+from hpc2edge.training.child import die_with_parent, write_json_atomic
 from hpc2edge.training.request import TrainRequest
 from hpc2edge.training.result import TrainResult
-from hpc2edge.training.worker_main import write_json_atomic
+from hpc2edge.util import net, procs
 
 LOG_NAME = "train.log"
 LOG_TAIL_LINES = 40
@@ -56,23 +56,6 @@ class LaunchPlan:
     nproc: int
     allow_fallback: bool
     gpus: int
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere).
-
-    Used in the launched child (through ``preexec_fn``) and in every rank (``worker_main``), so
-    that neither torchrun nor its ranks outlive a worker killed by a signal.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def visible_gpus(environ: Mapping[str, str]) -> int:
@@ -136,7 +119,7 @@ def child_command(plan: LaunchPlan, plan_file: Path, out_file: Path, python: str
         "--nnodes=1",
         f"--nproc-per-node={plan.nproc}",
         "--master-addr=127.0.0.1",
-        f"--master-port={broker.free_port()}",
+        f"--master-port={net.free_port()}",
         "--module",
         *entry,
     ]
@@ -153,7 +136,7 @@ def child_env(
             WORLD_SIZE="1",
             LOCAL_RANK="0",
             MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(broker.free_port()),
+            MASTER_PORT=str(net.free_port()),
         )
     if plan.engine == "deepspeed":
         if plan.gpus == 0:

@@ -1,5 +1,8 @@
 """The per-rank training loop: one process of a (possibly one-process) data-parallel run.
 
+Why one module of ~550 lines: one rank's training in the order it runs (data, model, engine,
+epochs, evaluation, result), so a reader follows a run from top to bottom.
+
 Runs inside the child that :mod:`hpc2edge.training.launcher` starts, never in a Celery worker.
 
 Decisions, and why:
@@ -50,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from hpc2edge.errors import DataError, TrainingError
 from hpc2edge.training.request import TrainRequest
 from hpc2edge.training.result import SplitMetrics, TrainResult
-from hpc2edge.versions import versions
+from hpc2edge.util.versions import versions
 
 SPEED_SCALE_MM_S = 900.0
 POWER_SCALE_W = 215.0

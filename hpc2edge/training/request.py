@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpc2edge.errors import SpecError
-from hpc2edge.space.base import ArchSpec, TrainingHParams, get_space
+from hpc2edge.space.base import ArchSpec, TrainingHParams
+from hpc2edge.space.registry import get_space
 
 ENGINE_CHOICES = ("auto", "deepspeed", "ddp", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -1,9 +1,9 @@
 """``TrainResult``: what one training run reports, as JSON that crosses the queue.
 
 Units are in the field names. Losses are on the normalised targets ``[speed / 900, power / 215]``
-(REFERENCE.md §2): ``val_mse`` is the mean over samples *and* both targets of the squared error,
-``val_rmse = sqrt(val_mse)``. The per-target RMSEs are in physical units: the normalised RMSE of a
-target times its scale (900 mm/s, 215 W).
+(docs/data-format.md, "Targets and metrics"): ``val_mse`` is the mean over samples *and* both
+targets of the squared error, ``val_rmse = sqrt(val_mse)``. The per-target RMSEs are in physical
+units: the normalised RMSE of a target times its scale (900 mm/s, 215 W).
 
 ``val_mse_constant`` is the MSE of the best constant predictor fitted on the training split (its
 mean target), evaluated on the validation split: a model that does not beat it learned nothing.

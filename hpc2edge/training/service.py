@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from hpc2edge.errors import DataError, Hpc2EdgeError, TrainingError, as_result
+from hpc2edge.training.child import write_json_atomic
 from hpc2edge.training.request import TrainRequest
-from hpc2edge.training.worker_main import write_json_atomic
 
 RESULT_FORMAT = "hpc2edge-train-result/1"
 RESULTS_DIR = "train-results"

@@ -21,17 +21,11 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 from hpc2edge.errors import as_result
-from hpc2edge.fsutil import write_atomic
+from hpc2edge.training.child import die_with_parent, write_json_atomic
 
 ENV_KILL_AFTER_STEPS = "HPC2EDGE_TEST_KILL_AFTER_STEPS"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """``data`` as JSON, all or nothing (the launcher may read while a rank writes)."""
-    write_atomic(path, json.dumps(data, sort_keys=True).encode())
 
 
 def _out_path(out: Path, rank: int) -> Path:
@@ -44,8 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m hpc2edge.training.worker_main PLAN.json OUT.json", file=sys.stderr)
         return 2
     plan_path, out = Path(args[0]), Path(args[1])
-    from hpc2edge.training.launcher import die_with_parent
-
     die_with_parent()  # a rank never outlives torchrun (or the worker, with one rank)
     rank = int(os.environ.get("RANK", "0"))
     try:

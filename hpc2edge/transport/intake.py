@@ -20,8 +20,8 @@ registered for that queue (never Celery's built-in ``celery.*`` tasks), the task
 queue (:mod:`hpc2edge.transport.taskids`), the content type against the app's accept list.
 
 Workers consume no broadcast channel: remote control is off and gossip is not used
-(``worker_enable_remote_control = False`` in :mod:`hpc2edge.celery`), so the pidbox fanout, the
-one place kombu parsed foreign JSON before any check, is never read by a worker.
+(``worker_enable_remote_control = False`` in :mod:`hpc2edge.transport.app`), so the pidbox fanout,
+the one place kombu parsed foreign JSON before any check, is never read by a worker.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from celery.worker.consumer.consumer import Consumer as CeleryConsumer
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
-from hpc2edge.transport import deadletters, envelope, taskids
+from hpc2edge.roles import ROLE_OF_QUEUE
+from hpc2edge.transport import deadletters, envelope
 
 log = logging.getLogger("hpc2edge.intake")
 
@@ -162,7 +163,7 @@ class QoS(kombu_redis.QoS):
             conn.transaction(restore_transaction, self.unacked_key)
         # The hash is the role's (hpc2edge:unacked:<role>): record it with the role's queue.
         role = str(self.unacked_key).rsplit(":", 1)[-1]
-        queue = {r: q for q, r in taskids.ROLE_OF_QUEUE.items()}.get(role, role)
+        queue = {r: q for q, r in ROLE_OF_QUEUE.items()}.get(role, role)
         for p in refused:
             record(channel, queue, "malformed entry in the role's unacked hash, dropped", p)
 

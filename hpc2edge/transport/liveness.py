@@ -67,7 +67,7 @@ def live_workers(
 
 
 class Heartbeat(bootsteps.StartStopStep):
-    """The worker bootstep behind :func:`announce` (registered by :mod:`hpc2edge.celery`)."""
+    """The worker bootstep behind :func:`announce` (registered by :mod:`hpc2edge.transport.app`)."""
 
     requires = ("celery.worker.components:Pool",)
 
@@ -89,7 +89,7 @@ class Heartbeat(bootsteps.StartStopStep):
         self._thread.start()
 
     def _run(self, settings: Any, queues: list[str], hostname: str) -> None:
-        from hpc2edge import broker
+        from hpc2edge.transport import broker
 
         client = None
         while not self._stop.is_set():

@@ -19,7 +19,7 @@ the task reads its result key back before it writes, so a planted record stopped
 *attempt* of that task (another worker may answer the retry), never as its own failure.
 With message signing, the signed result must also come from a worker of the task's queue:
 :func:`signer_role_for` maps a signer's certificate to its role, checked in
-:mod:`hpc2edge.signing`.
+:mod:`hpc2edge.transport.signing`.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 import secrets
 
+from hpc2edge.roles import ROLE_OF_QUEUE
+
 _QUEUE = r"[a-z][a-z0-9_.]*"
 _ID = re.compile(rf"^({_QUEUE})-([0-9a-f]{{32}})$")
 
@@ -31,10 +33,6 @@ def queue_of(task_id: object) -> str | None:
         return None
     match = _ID.match(task_id)
     return match.group(1) if match else None
-
-
-#: The worker role that consumes each queue (device kinds' queues ``edge.<kind>`` are edge's).
-ROLE_OF_QUEUE = {"train": "hpc", "edge": "edge"}
 
 
 def role_of(task_id: object) -> str | None:

@@ -20,9 +20,9 @@ onnx = pytest.importorskip("onnx", reason="onnx builds the test model")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from hpc2edge.errors import EngineBuildError  # noqa: E402
+from hpc2edge.latency.backends.tensorrt import TensorRTBackend  # noqa: E402
 from hpc2edge.latency.base import Reference, reference_input  # noqa: E402
 from hpc2edge.latency.protocol import Protocol  # noqa: E402
-from hpc2edge.latency.tensorrt import TensorRTBackend  # noqa: E402
 
 INPUT_SHAPE = (1, 4, 8, 8)  # (C, T, H, W) without the batch axis
 FEATURES = int(np.prod(INPUT_SHAPE))

@@ -15,8 +15,8 @@ pytest.importorskip("deepspeed", reason="deepspeed is not installed (hpc2edge[tr
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device visible to torch", allow_module_level=True)
 
+from hpc2edge.testing.training import make_tiny_data, tiny_request  # noqa: E402
 from hpc2edge.training.service import train_request  # noqa: E402
-from hpc2edge.training.testing import make_tiny_data, tiny_request  # noqa: E402
 
 GPUS = torch.cuda.device_count()
 
@@ -42,7 +42,7 @@ def test_deepspeed_mixed_precision_on_all_gpus_beats_the_constant_predictor(data
 def test_an_out_of_memory_child_is_a_typed_error_and_the_next_run_works(data, tmp_path):
     # The Swin-T baseline at 16 x 224 x 224 with 200 clips per GPU needs hundreds of GiB of
     # activations: the child dies of CUDA OOM; the caller gets a TrainingError with the log tail.
-    from hpc2edge.space.base import get_space
+    from hpc2edge.space.registry import get_space
 
     request = {
         **tiny_request(data, trial_key="oom", batch_size_per_gpu=200, epochs=1),

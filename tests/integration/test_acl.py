@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from hpc2edge import broker
+from hpc2edge.transport import broker
 
 pytestmark = pytest.mark.integration
 
@@ -97,9 +97,9 @@ def test_edge_can_use_its_own_queue(edge):
 def test_edge_reaches_no_study_data(broker_stack, edge):
     """The study and the measurement store live in SQL on the HPC side: the edge's config names
     neither, and in Redis the edge reads only artifacts, never the orchestrator's keys."""
-    from hpc2edge import stack
+    from hpc2edge.config import derived
 
-    config = stack.role_config_path(broker_stack.settings, "edge").read_text()
+    config = derived.role_config_path(broker_stack.settings, "edge").read_text()
     assert "search.db" not in config and "measurements.db" not in config
     for key in ("hpc2edge:unacked:orchestrator", "hpc2edge:unacked:hpc", "hpc2edge:anything"):
         with pytest.raises(NOPERM):

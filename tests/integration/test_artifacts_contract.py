@@ -18,14 +18,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from hpc2edge import artifacts, broker, fsutil
-from hpc2edge.artifacts import (
-    ArtifactStore,
-    DirectoryArtifactStore,
-    RedisArtifactStore,
-    key_for,
-    parse_key,
-)
 from hpc2edge.errors import (
     ArtifactCorrupt,
     ArtifactError,
@@ -33,6 +25,16 @@ from hpc2edge.errors import (
     ArtifactTooLarge,
     BrokerError,
 )
+from hpc2edge.store import artifacts
+from hpc2edge.store.artifacts import (
+    ArtifactStore,
+    DirectoryArtifactStore,
+    RedisArtifactStore,
+    key_for,
+    parse_key,
+)
+from hpc2edge.transport import broker
+from hpc2edge.util import files as fsutil
 
 pytestmark = pytest.mark.integration
 

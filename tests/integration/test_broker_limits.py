@@ -18,8 +18,10 @@ import pytest
 import redis
 from kombu.transport import redis as kombu_redis
 
-from hpc2edge import broker, procs
-from hpc2edge.celery import make_app
+from hpc2edge.ops import localbroker
+from hpc2edge.transport import broker
+from hpc2edge.transport.app import make_app
+from hpc2edge.util import procs
 from tests.conftest import own_broker, start_worker, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -31,7 +33,7 @@ ENDLESS = "while true do end"
 
 
 def _shipped(name: str) -> str:
-    for line in broker.resource_text("redis.conf").splitlines():
+    for line in localbroker.resource_text("redis.conf").splitlines():
         key, _, value = line.strip().partition(" ")
         if key == name:
             return value
@@ -96,7 +98,7 @@ def test_non_admin_roles_cannot_run_scripts_of_their_own_or_walk_the_keyspace(
 
 
 def test_the_broker_start_preloads_exactly_the_scripts_our_clients_run(broker_stack):
-    scripts = broker.lua_scripts()
+    scripts = localbroker.lua_scripts()
     assert set(scripts) == {
         "kombu.refresh_binding",
         "kombu.sweep_bindings",
@@ -106,10 +108,10 @@ def test_the_broker_start_preloads_exactly_the_scripts_our_clients_run(broker_st
     }
     assert scripts["kombu.sweep_bindings"] == kombu_redis.SWEEP_BINDINGS
     with broker.client(broker_stack.as_role("edge")) as edge:
-        shas = [broker.script_sha(text) for text in scripts.values()]
+        shas = [localbroker.script_sha(text) for text in scripts.values()]
         assert edge.script_exists(*shas) == [True] * len(shas)
         # redis-py names a script by the same SHA-1.
-        assert edge.register_script(kombu_redis.REFRESH_BINDING).sha == broker.script_sha(
+        assert edge.register_script(kombu_redis.REFRESH_BINDING).sha == localbroker.script_sha(
             kombu_redis.REFRESH_BINDING
         )
 

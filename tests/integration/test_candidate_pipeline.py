@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from hpc2edge import broker
-from hpc2edge.artifacts import RedisArtifactStore
-from hpc2edge.celery import make_app
 from hpc2edge.latency.base import reference_input
 from hpc2edge.space import get_space
+from hpc2edge.store.artifacts import RedisArtifactStore
+from hpc2edge.transport import broker
+from hpc2edge.transport.app import make_app
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,9 @@ QUICK = {
 
 def test_sampled_candidate_is_exported_measured_and_trained(broker_stack, workers, tmp_path):
     torch = pytest.importorskip("torch")
-    from hpc2edge.export import build_eval_model, export_onnx
     from hpc2edge.models import input_shape
-    from hpc2edge.training.testing import make_tiny_data
+    from hpc2edge.models.export import build_eval_model, export_onnx
+    from hpc2edge.testing.training import make_tiny_data
 
     space = get_space("cnn3d")
     spec = space.sample(7).with_input(frames=8, size=41)

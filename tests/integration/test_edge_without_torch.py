@@ -1,7 +1,8 @@
-"""The edge side runs with only the core and `edge` extras: no torch, no DeepSpeed, no TensorRT.
+"""The edge side runs with only the core and `edge` extras: no torch, no DeepSpeed, no TensorRT,
+no optuna, h5py, SQLAlchemy or matplotlib.
 
-The test blocks those modules from import in a child process (a ``sitecustomize`` that installs
-a meta-path finder raising ModuleNotFoundError) and runs the user's command in it.
+The test blocks those modules from import in a child process (:mod:`tests.support.blocker`)
+and runs the user's command in it.
 """
 
 from __future__ import annotations
@@ -11,32 +12,19 @@ import textwrap
 
 import pytest
 
-from hpc2edge import procs
+from hpc2edge.util import procs
 
 from ..conftest import REPO_ROOT, wait_ready, worker_env
+from ..support import blocker
 
 pytestmark = pytest.mark.integration
 
-BLOCKED = ("torch", "deepspeed", "tensorrt", "pycuda", "optuna")
-
-BLOCKER = textwrap.dedent(f"""
-    import importlib.abc, sys
-
-    BLOCKED = {BLOCKED!r}
-
-    class _Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
-            return None
-
-    sys.meta_path.insert(0, _Block())
-""")
+BLOCKED = blocker.HEAVY
 
 
 @pytest.fixture
 def blocked_env(tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    blocker.write(tmp_path)
 
     def env(base: dict[str, str]) -> dict[str, str]:
         out = dict(base)
@@ -55,8 +43,8 @@ def test_import_hpc2edge_pulls_in_nothing_heavy(blocked_env, python):
             pass
         else:
             raise SystemExit("the blocker is not active")
-        import hpc2edge, hpc2edge.celery, hpc2edge.tasks, hpc2edge.cli, hpc2edge.config
-        import hpc2edge.tls, hpc2edge.broker, hpc2edge.stack
+        import hpc2edge, hpc2edge.transport.app, hpc2edge.tasks, hpc2edge.cli.root, hpc2edge.config
+        import hpc2edge.pki.ca, hpc2edge.ops.localbroker, hpc2edge.ops.stack
         assert not any(m.split('.')[0] in BLOCKED for m in sys.modules)
         print("ok")
     """)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc2edge import broker, filemodes, procs, stack
-from hpc2edge.config import for_role, load_settings
+from hpc2edge.config import derived, for_role, load_settings
+from hpc2edge.transport import broker
+from hpc2edge.util import filemodes, net, procs
 from tests.conftest import REPO_ROOT, _require_redis_server, own_broker, start_worker, wait_ready
 from tests.support.filemodes import mode, umask_022  # noqa: F401 - umask_022 is autouse
 
@@ -58,13 +59,13 @@ def test_a_stack_started_by_the_cli_is_private(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
     env.update(
         HPC2EDGE_STATE_DIR=str(state),
-        HPC2EDGE_BROKER_PORT=str(broker.free_port()),
+        HPC2EDGE_BROKER_PORT=str(net.free_port()),
         PYTHONPATH=str(REPO_ROOT),
     )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "hpc2edge.cli", *args],
+            [sys.executable, "-m", "hpc2edge.cli.root", *args],
             env=env,
             cwd=tmp_path,
             capture_output=True,
@@ -78,15 +79,15 @@ def test_a_stack_started_by_the_cli_is_private(tmp_path: Path) -> None:
     assert started.returncode == 0, started.stderr
     try:
         hpc = {k: v for k, v in env.items() if k.startswith("HPC2EDGE_")}
-        admin = for_role(stack.absolute(load_settings(environ=hpc)), "admin")
+        admin = for_role(derived.absolute(load_settings(environ=hpc)), "admin")
         _write_through_the_broker(admin)
         _check_aof(state)
         assert mode(state / "broker" / "redis.log") == 0o600
-        assert mode(state / "run" / "broker.pid") == 0o600
+        assert mode(state / "run" / "localbroker.pid") == 0o600
         assert (state / "tls" / "ca.pem").exists() and (state / "conf").is_dir()
         # The measurement store beside it, made by the project's own code in this process.
         pytest.importorskip("sqlalchemy")
-        from hpc2edge.store import MeasurementStore
+        from hpc2edge.store.measurements import MeasurementStore
 
         MeasurementStore(f"sqlite:///{state / 'measurements.db'}").close()
         assert _loose(state) == []
@@ -109,7 +110,7 @@ def test_what_the_broker_and_a_worker_write_is_private(tmp_path: Path) -> None:
             assert mode(s.state_dir / "logs") == 0o700
             assert mode(s.state_dir / "logs" / "edge@modes.log") == 0o600
             assert (s.state_dir / "logs" / "edge@modes.log").stat().st_size > 0
-            assert mode(s.state_dir / "run" / "broker.pid") == 0o600
+            assert mode(s.state_dir / "run" / "localbroker.pid") == 0o600
             assert mode(s.state_dir / "run" / "test-edge@modes.pid") == 0o600
             # What this process created itself (umask 022) is loose until tightened.
             assert _loose(s.state_dir)

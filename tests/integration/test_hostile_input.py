@@ -24,16 +24,18 @@ from typing import Any
 import pytest
 import redis
 
-from hpc2edge import broker, procs, signing, stack, tls
-from hpc2edge.celery import Hpc2EdgeCelery, make_app
+from hpc2edge.ops import localbroker
+from hpc2edge.pki import ca
+from hpc2edge.roles import ROLE_OF_QUEUE
 from hpc2edge.search.dispatch import REJECTED, CeleryDispatcher
-from hpc2edge.transport import deadletters, intake, results, taskids
+from hpc2edge.transport import broker, deadletters, intake, probes, results, signing, taskids
+from hpc2edge.transport.app import Hpc2EdgeCelery, make_app
+from hpc2edge.util import procs
 from tests.conftest import Stack, _require_redis_server, make_settings, start_worker, wait_ready
 from tests.support import hostile
 
 pytestmark = pytest.mark.integration
 
-ROLE_OF_QUEUE = {"edge": "edge", "train": "hpc"}
 DEAD_LETTER_WAIT_S = 15.0
 
 
@@ -78,7 +80,7 @@ def _wait_dead_letter(
 def _assert_serving(stack_: Stack, record: procs.ProcRecord, queue: str) -> None:
     """Alive, answering a ping within 10 s, and nothing left in (or put back into) the queue."""
     assert procs.alive(record), f"{record.name} died; its log ends:\n{_log_tail(record)}"
-    answer = stack.ping(stack_.settings, queue, timeout_s=10)
+    answer = probes.ping(stack_.settings, queue, timeout_s=10)
     assert answer["hostname"] == record.name
     role = ROLE_OF_QUEUE[queue]
     with broker.client(stack_.settings) as client:
@@ -174,7 +176,7 @@ def test_the_dead_letters_command_shows_a_refused_message(broker_stack, workers,
     _push(broker_stack, "edge", raw)
     _wait_dead_letter(broker_stack, "edge", before, record)
     env = worker_env(broker_stack, "orchestrator")
-    argv = [sys.executable, "-m", "hpc2edge.cli", "dead-letters", "--queue", "edge"]
+    argv = [sys.executable, "-m", "hpc2edge.cli.root", "dead-letters", "--queue", "edge"]
     text = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
     line = next(x for x in text.stdout.splitlines() if task_id in x)
     assert "timelimit" in line and record.name in line
@@ -425,8 +427,8 @@ def test_a_search_survives_a_planted_measure_result(tmp_path):
     pytest.importorskip("optuna")
     import threading
 
-    from hpc2edge.search.cli import run_search
-    from hpc2edge.training.testing import make_tiny_data
+    from hpc2edge.cli.search import run_search
+    from hpc2edge.testing.training import make_tiny_data
     from tests.conftest import own_broker
     from tests.integration.test_search_e2e import OPTIONS
 
@@ -494,7 +496,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, pr
         tmp_path_factory.mktemp("hostile-signed"), {"HPC2EDGE_SECURITY_SIGN": "true"}
     )
     assert settings.security.sign
-    broker.start(settings)
+    localbroker.start(settings)
     signed_stack = Stack(state_dir=settings.state_dir, settings=settings)
     worker = start_worker(signed_stack, "edge", SIGNED_HOST)
     try:
@@ -502,7 +504,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, pr
         yield signed_stack, worker
     finally:
         procs.stop(worker)
-        broker.stop(settings.state_dir)
+        localbroker.stop(settings.state_dir)
         signing.reset()  # the auth serializers are process-wide: leave none to later tests
 
 
@@ -545,7 +547,7 @@ def _signed_result(stack_: Stack, signer: str, task_id: str) -> bytes:
     from celery.security.key import PrivateKey
     from celery.security.serialization import SecureSerializer
 
-    files = tls.signing_files(stack_.settings.tls.ca_cert.parent, signer)
+    files = ca.signing_files(stack_.settings.tls.ca_cert.parent, signer)
     serializer = SecureSerializer(
         PrivateKey(files.key.read_text()),
         Certificate(files.cert.read_text()),
@@ -586,4 +588,4 @@ def test_signed_a_training_result_signed_with_the_edge_key_is_rejected(signed, s
 
 
 def test_signed_ping_still_answers(signed):
-    assert stack.ping(signed[0].settings, "edge", timeout_s=10)["hostname"] == SIGNED_HOST
+    assert probes.ping(signed[0].settings, "edge", timeout_s=10)["hostname"] == SIGNED_HOST

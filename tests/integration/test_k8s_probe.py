@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hpc2edge import broker
-from hpc2edge.cli import cli
+from hpc2edge.cli.root import cli
+from hpc2edge.util import net
 from tests.support import kustomize
 from tests.support.k8s_manifests import BASE, decode_secrets, find, mounted_files, pod_spec
 
@@ -72,7 +72,7 @@ def test_the_redis_command_starts_and_the_tls_probes_pass_only_with_pong(tmp_pat
     etc = _lay_out_files(tmp_path, statefulset, docs)
     data = tmp_path / "data"
     data.mkdir()
-    port = broker.free_port()
+    port = net.free_port()
 
     command = []
     for arg in container["command"]:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc2edge import procs
-from hpc2edge.celery import make_app
+from hpc2edge.transport.app import make_app
+from hpc2edge.util import procs
 from tests.conftest import Stack, own_broker, start_worker, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from hpc2edge import broker, procs
+from hpc2edge.util import net, procs
 
 from ..conftest import _require_redis_server
 
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _run(python, cwd, env, *args, timeout=120):
     return subprocess.run(
-        [python, "-m", "hpc2edge.cli", *args],
+        [python, "-m", "hpc2edge.cli.root", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -49,9 +49,9 @@ def _flower_get(url, password=None):
 def test_up_ping_status_down(tmp_path, python):
     _require_redis_server()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
-    env["HPC2EDGE_BROKER_PORT"] = str(broker.free_port())
+    env["HPC2EDGE_BROKER_PORT"] = str(net.free_port())
     env["HPC2EDGE_ROLE"] = "orchestrator"  # the caller's HPC2EDGE_* must not reach the workers
-    flower_port = broker.free_port()
+    flower_port = net.free_port()
     flower_url = f"http://127.0.0.1:{flower_port}"
     monitor = ("--monitor", "--monitor-port", str(flower_port))
     try:

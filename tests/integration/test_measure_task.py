@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from hpc2edge import broker
-from hpc2edge.artifacts import RedisArtifactStore
-from hpc2edge.celery import make_app
 from hpc2edge.latency.base import reference_input
+from hpc2edge.store.artifacts import RedisArtifactStore
+from hpc2edge.transport import broker
+from hpc2edge.transport.app import make_app
 
 from ..support.onnx_models import tiny_model
 

@@ -1,6 +1,6 @@
 """Flower as the ``monitor`` role, against the real TLS broker and real workers.
 
-Started as users start it: ``hpc2edge --config conf/monitor.toml monitor --port P`` (which execs
+Started as users start it: ``hpc2edge --config conf/flower.toml monitor --port P`` (which execs
 ``celery -A hpc2edge flower`` with the password in ``FLOWER_BASIC_AUTH``), and a bare
 ``celery -A hpc2edge flower`` with no credentials given at all.
 """
@@ -22,7 +22,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from hpc2edge import broker, monitor, procs, stack
+from hpc2edge.config import derived
+from hpc2edge.ops import flower as flower_ops
+from hpc2edge.ops import stack
+from hpc2edge.transport import broker, flowerguard, probes
+from hpc2edge.util import net, procs
 
 from ..conftest import Stack, worker_env
 
@@ -69,9 +73,9 @@ def _port_is_free(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def flower(broker_stack: Stack, workers) -> Iterator[Flower]:
-    port = broker.free_port()
-    config = stack.role_config_path(broker_stack.settings, "monitor")
-    argv = [sys.executable, "-m", "hpc2edge.cli", "--config", str(config), "monitor"]
+    port = net.free_port()
+    config = derived.role_config_path(broker_stack.settings, "monitor")
+    argv = [sys.executable, "-m", "hpc2edge.cli.root", "--config", str(config), "monitor"]
     argv += ["--port", str(port)]
     record = procs.spawn(
         "flower-test",
@@ -84,8 +88,10 @@ def flower(broker_stack: Stack, workers) -> Iterator[Flower]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        monitor.wait_ready(url, record, timeout_s=60)
-        password = (broker_stack.state_dir / "secrets" / monitor.PASSWORD_FILE).read_text().strip()
+        flower_ops.wait_ready(url, record, timeout_s=60)
+        password = (
+            (broker_stack.state_dir / "secrets" / flowerguard.PASSWORD_FILE).read_text().strip()
+        )
         yield Flower(record=record, url=url, password=password)
     finally:
         procs.stop(record)
@@ -105,7 +111,7 @@ def _workers_listed(f: Flower, timeout_s: float = 45.0) -> dict:
 
 
 def test_password_file_is_private(broker_stack, flower):
-    path = broker_stack.state_dir / "secrets" / monitor.PASSWORD_FILE
+    path = broker_stack.state_dir / "secrets" / flowerguard.PASSWORD_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     assert len(flower.password) >= 40  # token_urlsafe(32)
 
@@ -133,7 +139,7 @@ def test_wrong_credentials_get_401(flower, case):
 
 
 def test_metrics_count_task_events(broker_stack, flower):
-    stack.ping(broker_stack.settings, "edge", timeout_s=30)
+    probes.ping(broker_stack.settings, "edge", timeout_s=30)
     deadline = time.monotonic() + 30
     while True:
         status, body = _request(f"{flower.url}/metrics", user="admin", password=flower.password)
@@ -199,11 +205,11 @@ def test_flower_controls_reach_no_worker(broker_stack, flower):
         pytest.raises(redis.exceptions.NoPermissionError),
     ):
         c.publish("/0.celery.pidbox", "{}")
-    assert stack.ping(broker_stack.settings, "edge", timeout_s=10)["hostname"] == "edge@test"
+    assert probes.ping(broker_stack.settings, "edge", timeout_s=10)["hostname"] == "edge@test"
 
 
 def test_monitor_role_sees_workers_but_not_other_roles_keys(broker_stack, workers):
-    from hpc2edge.celery import make_app
+    from hpc2edge.transport.app import make_app
 
     # Draining its event queue, kombu's Redis channel first runs restore_visible, which takes
     # the role's unacked mutex: the monitor user needs its own hpc2edge:unacked:monitor* keys.
@@ -238,7 +244,7 @@ def test_the_process_holds_no_secret_on_its_command_line(flower):
 
 
 def test_bare_celery_flower_turns_auth_on_and_binds_loopback(broker_stack, workers):
-    port = broker.free_port()
+    port = net.free_port()
     env = worker_env(broker_stack, "monitor")
     env.pop("FLOWER_BASIC_AUTH", None)
     record = procs.spawn(
@@ -252,8 +258,10 @@ def test_bare_celery_flower_turns_auth_on_and_binds_loopback(broker_stack, worke
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        monitor.wait_ready(url, record, timeout_s=60)  # also checks that / answers 401
-        password = (broker_stack.state_dir / "secrets" / monitor.PASSWORD_FILE).read_text().strip()
+        flower_ops.wait_ready(url, record, timeout_s=60)  # also checks that / answers 401
+        password = (
+            (broker_stack.state_dir / "secrets" / flowerguard.PASSWORD_FILE).read_text().strip()
+        )
         assert _request(f"{url}/api/workers")[0] == 401
         assert _request(f"{url}/api/workers", user="admin", password=password)[0] == 200
     finally:

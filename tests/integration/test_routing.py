@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hpc2edge import stack
-from hpc2edge.celery import make_app
+from hpc2edge.ops import stack
+from hpc2edge.transport import probes
+from hpc2edge.transport.app import make_app
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.integration
 def test_ping_is_answered_by_the_worker_of_its_queue(broker_stack, workers, queue):
     expected = f"{queue}@test"
     for _ in range(5):
-        answer = stack.ping(broker_stack.settings, queue, timeout_s=10)
+        answer = probes.ping(broker_stack.settings, queue, timeout_s=10)
         assert answer["hostname"] == expected
         assert answer["queue"] == queue
         assert answer["versions"]["celery"]

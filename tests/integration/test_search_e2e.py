@@ -22,10 +22,11 @@ import pytest
 pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
-from hpc2edge import procs, stack  # noqa: E402
+from hpc2edge.cli.search import run_search  # noqa: E402
+from hpc2edge.config import derived  # noqa: E402
 from hpc2edge.search import study as st  # noqa: E402
-from hpc2edge.search.cli import run_search  # noqa: E402
-from hpc2edge.training.testing import make_tiny_data  # noqa: E402
+from hpc2edge.testing.training import make_tiny_data  # noqa: E402
+from hpc2edge.util import procs  # noqa: E402
 from tests.conftest import start_worker, wait_ready  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -177,11 +178,11 @@ def test_edge_gone_fails_trials_after_the_timeout_and_the_search_finishes(
 
 def test_resume_after_sigkill(broker_stack, workers, data, urls, tmp_path):
     """Kill -9 the `hpc2edge search` process mid-search; the same command finishes the study."""
-    config = stack.role_config_path(broker_stack.settings, "orchestrator")
+    config = derived.role_config_path(broker_stack.settings, "orchestrator")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
     env["HPC2EDGE_CONFIG"] = str(config)
     argv = [
-        sys.executable, "-m", "hpc2edge.cli", "search", "--study", "e2e-resume",
+        sys.executable, "-m", "hpc2edge.cli.root", "search", "--study", "e2e-resume",
         "--data", str(data), "--trials", "4", "--storage", urls["storage_url"],
         "--sampler", "random", "--seed", "31", "--parallel", "2", "--protocol", "quick",
         "--epochs", "1", "--lr", "0.01", "--engine", "single", "--frames", "8", "--size", "41",

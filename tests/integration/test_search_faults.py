@@ -21,9 +21,10 @@ import pytest
 pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
-from hpc2edge import broker, procs  # noqa: E402
-from hpc2edge.search.cli import run_search  # noqa: E402
-from hpc2edge.training.testing import make_tiny_data  # noqa: E402
+from hpc2edge.cli.search import run_search  # noqa: E402
+from hpc2edge.ops import localbroker  # noqa: E402
+from hpc2edge.testing.training import make_tiny_data  # noqa: E402
+from hpc2edge.util import procs  # noqa: E402
 from tests.conftest import Stack, own_broker, start_worker, wait_ready  # noqa: E402
 from tests.integration.test_search_e2e import OPTIONS, executed  # noqa: E402
 
@@ -142,10 +143,10 @@ def test_broker_restart_mid_search_loses_nothing(short_stack: Stack, tmp_path: P
             if re.search(r"Task hpc2edge\.train\[[^\]]+\] received", Path(train.log).read_text()):
                 break
             time.sleep(0.2)
-        broker.stop(short_stack.state_dir)  # SIGTERM: redis fsyncs the AOF and exits
+        localbroker.stop(short_stack.state_dir)  # SIGTERM: redis fsyncs the AOF and exits
         time.sleep(30)
         assert thread.is_alive(), "the orchestrator must wait for the broker, not give up"
-        broker.start(short_stack.settings)
+        localbroker.start(short_stack.settings)
         thread.join(timeout=VISIBILITY_S + 240)
         assert not thread.is_alive(), "the search did not finish after the broker came back"
     finally:

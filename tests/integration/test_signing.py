@@ -25,11 +25,13 @@ from celery.security.key import PrivateKey
 from celery.security.serialization import SecureSerializer
 from kombu.serialization import dumps
 
-from hpc2edge import broker, procs, signing, stack, tls
-from hpc2edge.celery import Hpc2EdgeCelery, make_app
 from hpc2edge.errors import BrokerUnreachable
+from hpc2edge.ops import localbroker, stack
+from hpc2edge.pki import ca
 from hpc2edge.search.dispatch import CeleryDispatcher
-from hpc2edge.transport import deadletters, taskids
+from hpc2edge.transport import broker, deadletters, probes, signing, taskids
+from hpc2edge.transport.app import Hpc2EdgeCelery, make_app
+from hpc2edge.util import procs
 from tests.conftest import (
     Stack,
     _require_redis_server,
@@ -50,7 +52,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _require_redis_server()
     settings = make_settings(tmp_path_factory.mktemp("signed"), {"HPC2EDGE_SECURITY_SIGN": "true"})
     assert settings.security.sign
-    broker.start(settings)
+    localbroker.start(settings)
     signed_stack = Stack(state_dir=settings.state_dir, settings=settings)
     worker = start_worker(signed_stack, "edge", HOSTNAME)
     try:
@@ -58,7 +60,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield signed_stack
     finally:
         procs.stop(worker)
-        broker.stop(settings.state_dir)
+        localbroker.stop(settings.state_dir)
         signing.reset()  # the auth serializers are process-wide: leave none to later tests
 
 
@@ -125,7 +127,7 @@ def _signed_touch_runs(app: Hpc2EdgeCelery, path: Path) -> None:
 
 
 def test_signed_ping_is_executed_and_its_signed_result_verified(signed, app):
-    answer = stack.ping(signed.settings, "edge", timeout_s=10)
+    answer = probes.ping(signed.settings, "edge", timeout_s=10)
     assert answer["hostname"] == HOSTNAME
     assert app.conf.task_serializer == "auth" and app.conf.accept_content == ["auth"]
 
@@ -169,7 +171,7 @@ def test_tampered_and_foreign_signatures_are_refused(signed, app, tmp_path):
     _push_raw(signed, message, base64.b64encode(raw), "application/data")
 
     # 2. Signed with another valid certificate of our CA: the edge device's own signing key.
-    edge = tls.signing_files(signed.settings.tls.ca_cert.parent, "edge")
+    edge = ca.signing_files(signed.settings.tls.ca_cert.parent, "edge")
     as_edge = SecureSerializer(
         PrivateKey(edge.key.read_text()), Certificate(edge.cert.read_text()), None
     )
@@ -208,14 +210,14 @@ def test_results_are_signed_by_the_worker_and_forged_ones_refused(signed, app, t
             f"celery-task-meta-{unsigned_id}", json.dumps({**forged, "task_id": unsigned_id})
         )
         # Signed, but with a key that is not a worker's (the orchestrator's own).
-        orch = tls.signing_files(tls_dir, "orchestrator")
+        orch = ca.signing_files(tls_dir, "orchestrator")
         as_orchestrator = SecureSerializer(
             PrivateKey(orch.key.read_text()), Certificate(orch.cert.read_text()), None
         )
         signed_forgery = as_orchestrator.serialize({**forged, "task_id": other_key_id})
         client.set(f"celery-task-meta-{other_key_id}", signed_forgery)
     signer = base64.b64decode(base64.b64decode(stored).split(b"\x00\x01")[0]).decode()
-    edge_cert = Certificate(tls.signing_files(tls_dir, "edge").cert.read_text())
+    edge_cert = Certificate(ca.signing_files(tls_dir, "edge").cert.read_text())
     assert signer == edge_cert.get_id()
     dispatcher = CeleryDispatcher(signed.settings)
     try:
@@ -234,7 +236,7 @@ def test_status_lists_the_signed_worker(signed):
 
 def test_a_signing_certificate_cannot_log_in_to_the_broker(signed):
     edge = signed.as_role("edge")
-    files = tls.signing_files(signed.settings.tls.ca_cert.parent, "edge")
+    files = ca.signing_files(signed.settings.tls.ca_cert.parent, "edge")
     as_signer = replace(edge, tls=replace(edge.tls, cert=files.cert, key=files.key))
     with pytest.raises(BrokerUnreachable):
         broker.client(as_signer, timeout_s=5).close()
@@ -243,7 +245,7 @@ def test_a_signing_certificate_cannot_log_in_to_the_broker(signed):
 def test_a_shutdown_broadcast_by_a_worker_is_refused_by_the_broker(signed):
     # A compromised edge device, with its own signing key, broadcasts `shutdown` to all workers:
     # the ACL no longer grants it the pidbox channel, and no worker listens there anyway.
-    code = "from hpc2edge.celery import app; app.control.broadcast('shutdown'); app.close()"
+    code = "from hpc2edge.transport.app import app; app.control.broadcast('shutdown'); app.close()"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env=worker_env(signed, "edge"),
@@ -255,4 +257,4 @@ def test_a_shutdown_broadcast_by_a_worker_is_refused_by_the_broker(signed):
     )
     assert out.returncode != 0
     assert "NoPermissionError" in out.stderr or "NOPERM" in out.stderr, out.stderr[-2000:]
-    assert stack.ping(signed.settings, "edge", timeout_s=10)["hostname"] == HOSTNAME
+    assert probes.ping(signed.settings, "edge", timeout_s=10)["hostname"] == HOSTNAME

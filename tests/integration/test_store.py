@@ -18,9 +18,9 @@ import pytest
 
 sqlalchemy = pytest.importorskip("sqlalchemy")
 
-from hpc2edge.artifacts import DirectoryArtifactStore, key_for  # noqa: E402
 from hpc2edge.space import get_space  # noqa: E402
-from hpc2edge.store import DeviceContext, MeasurementStore, StoreError  # noqa: E402
+from hpc2edge.store.artifacts import DirectoryArtifactStore, key_for  # noqa: E402
+from hpc2edge.store.measurements import DeviceContext, MeasurementStore, StoreError  # noqa: E402
 from tests.support.search import BACKEND, DEVICE, FakeEdge  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,9 @@ from dataclasses import replace
 import pytest
 import redis
 
-from hpc2edge import broker, tls
 from hpc2edge.errors import BrokerUnreachable
+from hpc2edge.pki import ca
+from hpc2edge.transport import broker
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ def test_no_client_certificate_is_refused(broker_stack):
 
 
 def test_certificate_from_another_ca_is_refused(broker_stack, tmp_path):
-    other = tls.init(tmp_path / "other-ca")
+    other = ca.init(tmp_path / "other-ca")
     _assert_refused(broker_stack, certfile=other["edge"].cert, keyfile=other["edge"].key)
     # Through our own client too: a role holding a foreign certificate is unreachable.
     edge = broker_stack.as_role("edge")
@@ -72,7 +73,7 @@ def test_certificate_from_another_ca_is_refused(broker_stack, tmp_path):
 
 
 def test_a_client_that_trusts_another_ca_refuses_the_broker(broker_stack, tmp_path):
-    other = tls.init(tmp_path / "other-ca")
+    other = ca.init(tmp_path / "other-ca")
     edge = broker_stack.as_role("edge")
     with pytest.raises(ssl.SSLCertVerificationError):
         _raw_tls(

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hpc2edge import broker
-from hpc2edge.celery import make_app
+from hpc2edge.testing.training import TINY_SPEC, make_tiny_data, tiny_request
 from hpc2edge.training.service import train_request
-from hpc2edge.training.testing import TINY_SPEC, make_tiny_data, tiny_request
+from hpc2edge.transport import broker
+from hpc2edge.transport.app import make_app
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc2edge.celery import make_app
+from hpc2edge.transport.app import make_app
 
 pytestmark = pytest.mark.integration
 

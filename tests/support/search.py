@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpc2edge.artifacts import ArtifactStore, parse_key
 from hpc2edge.space.base import ArchSpec
+from hpc2edge.store.artifacts import ArtifactStore, parse_key
 
 DEVICE = {
     "hostname": "fake-orin",

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hpc2edge import broker
-from hpc2edge.celery import celery_config
 from hpc2edge.config import load_settings
+from hpc2edge.ops import localbroker
+from hpc2edge.roles import ROLES
+from hpc2edge.transport.app import celery_config
 
 pytestmark = pytest.mark.unit
 
@@ -28,11 +29,11 @@ def _directives(text):
 
 def test_packaged_files_are_the_top_level_broker_files():
     for name in ("redis.conf", "users.acl"):
-        assert broker.resource_text(name) == (ROOT / "broker" / name).read_text()
+        assert localbroker.resource_text(name) == (ROOT / "broker" / name).read_text()
 
 
 def test_redis_conf_is_tls_only_with_client_certs_and_aof():
-    d = _directives(broker.resource_text("redis.conf"))
+    d = _directives(localbroker.resource_text("redis.conf"))
     assert d["port"] == "0"
     assert d["tls-auth-clients"] == "yes"
     assert d["tls-protocols"] == '"TLSv1.2 TLSv1.3"'
@@ -43,8 +44,8 @@ def test_redis_conf_is_tls_only_with_client_certs_and_aof():
 
 
 def test_render_acl_hashes_passwords_and_drops_comments():
-    passwords = {u: f"pw-{u}" for u in broker.ACL_USERS}
-    text = broker.render_acl(passwords)
+    passwords = {u: f"pw-{u}" for u in ROLES}
+    text = localbroker.render_acl(passwords)
     assert "${" not in text
     assert not any(line.startswith("#") for line in text.splitlines())
     for pw in passwords.values():
@@ -59,11 +60,11 @@ def test_render_acl_hashes_passwords_and_drops_comments():
 
 def test_render_acl_needs_every_password():
     with pytest.raises(ValueError, match="monitor"):
-        broker.render_acl({u: "x" for u in broker.ACL_USERS if u != "monitor"})
+        localbroker.render_acl({u: "x" for u in ROLES if u != "monitor"})
 
 
 def test_no_role_but_admin_may_run_dangerous_commands():
-    for line in broker.resource_text("users.acl").splitlines():
+    for line in localbroker.resource_text("users.acl").splitlines():
         if line.startswith("user ") and not line.startswith(("user admin ", "user default ")):
             assert "-@dangerous" in line and "-@admin" in line
             assert "+@all" not in line
@@ -71,7 +72,9 @@ def test_no_role_but_admin_may_run_dangerous_commands():
 
 def test_edge_acl_names_no_train_key():
     (edge_line,) = [
-        ln for ln in broker.resource_text("users.acl").splitlines() if ln.startswith("user edge ")
+        ln
+        for ln in localbroker.resource_text("users.acl").splitlines()
+        if ln.startswith("user edge ")
     ]
     keys = [t for t in edge_line.split() if "~" in t and not t.startswith("%R~")]
     assert not any("train" in k for k in keys), keys
@@ -103,11 +106,11 @@ def test_cli_broker_acl_renders_for_a_remote_broker(tmp_path, capsys):
     assert main(["broker", "acl", "--secrets", str(tmp_path / "secrets"), "--out", str(out)]) == 0
     assert out.stat().st_mode & 0o777 == 0o600
     passwords = {p.stem: p.read_text().strip() for p in (tmp_path / "secrets").glob("*.password")}
-    assert set(passwords) == set(broker.ACL_USERS)
-    assert out.read_text() == broker.render_acl(passwords)
+    assert set(passwords) == set(ROLES)
+    assert out.read_text() == localbroker.render_acl(passwords)
     # A second run keeps the passwords: the sites already hold them.
     assert main(["broker", "acl", "--secrets", str(tmp_path / "secrets"), "--out", str(out)]) == 0
-    assert out.read_text() == broker.render_acl(passwords)
+    assert out.read_text() == localbroker.render_acl(passwords)
 
 
 def test_missing_redis_server_says_how_to_install_it(monkeypatch, tmp_path):
@@ -115,11 +118,11 @@ def test_missing_redis_server_says_how_to_install_it(monkeypatch, tmp_path):
 
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no redis-server anywhere
     with pytest.raises(BrokerError, match="apt-get install redis-server"):
-        broker.find_redis_server()
+        localbroker.find_redis_server()
 
 
 def test_redis_conf_bounds_memory_scripts_values_and_idle_connections():
-    d = _directives(broker.resource_text("redis.conf"))
+    d = _directives(localbroker.resource_text("redis.conf"))
     assert d["maxmemory"] == "2gb" and d["maxmemory-policy"] == "noeviction"
     assert int(d["busy-reply-threshold"]) <= 100
     mib = lambda v: int(v.removesuffix("mb"))  # noqa: E731
@@ -132,7 +135,7 @@ def test_redis_conf_bounds_memory_scripts_values_and_idle_connections():
 
 
 def test_no_role_but_admin_may_run_scripts_of_its_own_or_walk_the_keyspace():
-    for line in broker.resource_text("users.acl").splitlines():
+    for line in localbroker.resource_text("users.acl").splitlines():
         if line.startswith("user ") and not line.startswith(("user admin ", "user default ")):
             words = line.split()
             assert "+eval" not in words and "+script|load" not in words, words[1]
@@ -142,20 +145,20 @@ def test_no_role_but_admin_may_run_scripts_of_its_own_or_walk_the_keyspace():
 
 
 def test_the_admin_only_acl_keeps_every_role_but_admin_out(tmp_path):
-    passwords = {u: f"pw-{u}" for u in broker.ACL_USERS}
-    broker.write_acl(tmp_path / "users.acl", passwords, admin_only=True)
+    passwords = {u: f"pw-{u}" for u in ROLES}
+    localbroker.write_acl(tmp_path / "users.acl", passwords, admin_only=True)
     text = (tmp_path / "users.acl").read_text()
     assert re.search(r"^user admin on ", text, flags=re.M)
     for user in ("orchestrator", "hpc", "edge", "monitor"):
         assert re.search(rf"^user {user} off ", text, flags=re.M), user
     assert text.replace(" off ", " on ").replace("user default on", "user default off") == (
-        broker.render_acl(passwords)
+        localbroker.render_acl(passwords)
     )
 
 
 def test_local_broker_command_overrides_maxmemory_only_when_set(tmp_path, monkeypatch):
-    monkeypatch.setattr(broker, "find_redis_server", lambda: "redis-server")
-    local = broker.LocalBroker(tmp_path)
+    monkeypatch.setattr(localbroker, "find_redis_server", lambda: "redis-server")
+    local = localbroker.LocalBroker(tmp_path)
     assert "--maxmemory" not in local.command(tmp_path, "127.0.0.1", 6390)
     command = local.command(tmp_path, "127.0.0.1", 6390, maxmemory_mib=64)
     assert command[command.index("--maxmemory") + 1] == "64mb"

@@ -189,10 +189,10 @@ def test_render_masked_shows_the_security_section():
 
 @pytest.fixture(scope="module")
 def signing_tls(tmp_path_factory):
-    from hpc2edge import tls
+    from hpc2edge.pki import ca
 
     state = tmp_path_factory.mktemp("signing")
-    tls.init(state / "tls")
+    ca.init(state / "tls")
     (state / "secrets").mkdir()
     (state / "secrets" / "edge.password").write_text("pw\n")
     return state
@@ -241,8 +241,8 @@ def test_check_names_missing_signing_files(tmp_path):
 
 
 def test_signing_makes_celery_sign_and_accept_only_signed_messages():
-    from hpc2edge import signing
-    from hpc2edge.celery import celery_config
+    from hpc2edge.transport import signing
+    from hpc2edge.transport.app import celery_config
 
     plain = celery_config(load_settings(environ={}))
     assert plain["task_serializer"] == "json" and "security_key" not in plain

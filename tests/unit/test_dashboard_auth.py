@@ -1,7 +1,7 @@
 """``hpc2edge dashboard`` behind basic auth and a Host header check, on a real server.
 
-The dashboard runs as users run it (``python -m hpc2edge.cli dashboard``) on a real SQLite study;
-requests go over real HTTP. Issue 13: an unauthenticated ``DELETE`` removed a study, and a
+The dashboard runs as users run it (``python -m hpc2edge.cli.root dashboard``) on a real SQLite
+study; requests go over real HTTP. Issue 13: an unauthenticated ``DELETE`` removed a study, and a
 foreign ``Host`` header (DNS rebinding) was served.
 """
 
@@ -24,9 +24,9 @@ import pytest
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("optuna_dashboard")
 
-from hpc2edge.broker import free_port  # noqa: E402
-from hpc2edge.dashboard import GuardedApp, allowed_hosts  # noqa: E402
+from hpc2edge.ops.dashboard import GuardedApp, allowed_hosts  # noqa: E402
 from hpc2edge.search import study as st  # noqa: E402
+from hpc2edge.util.net import free_port  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -90,7 +90,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     state = tmp / "state"
     env = {**os.environ, "HPC2EDGE_STATE_DIR": str(state), "PYTHONPATH": str(REPO)}
     env.pop("HPC2EDGE_CONFIG", None)
-    argv = [sys.executable, "-m", "hpc2edge.cli", "dashboard", "--storage", url]
+    argv = [sys.executable, "-m", "hpc2edge.cli.root", "dashboard", "--storage", url]
     proc = subprocess.Popen(
         [*argv, "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -211,7 +211,7 @@ def test_the_password_is_never_printed(dashboard: Running) -> None:
         [
             sys.executable,
             "-m",
-            "hpc2edge.cli",
+            "hpc2edge.cli.root",
             "dashboard",
             "--storage",
             dashboard.url,

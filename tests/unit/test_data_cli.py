@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from hpc2edge.cli import main as hpc2edge_main
-from hpc2edge.data.cli import data_group
+from hpc2edge.cli.data import data_group
 from hpc2edge.errors import DataError
 from tests.data.fixtures import make
 
@@ -108,7 +108,7 @@ def test_bad_file_is_one_line_through_the_main_cli(tmp_path, run, capsys):
     bogus.write_text("hello")
     result = run("inspect", bogus)
     assert isinstance(result.exception, DataError)
-    from hpc2edge import cli as main_cli
+    from hpc2edge.cli import root as main_cli
 
     if "data" not in main_cli.cli.commands:  # until the lead registers the group
         main_cli.cli.add_command(data_group)
@@ -119,7 +119,7 @@ def test_bad_file_is_one_line_through_the_main_cli(tmp_path, run, capsys):
 
 def test_importing_the_package_does_not_import_torch():
     code = (
-        "import sys, hpc2edge.data, hpc2edge.data.cli; "
+        "import sys, hpc2edge.data, hpc2edge.cli.data; "
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "from hpc2edge.data import LPBFReader, generate; "
         "assert 'torch' not in sys.modules, 'torch imported by the reader'; print('ok')"
@@ -132,7 +132,7 @@ def test_the_cli_group_registers_without_h5py():
     # An edge device has numpy but maybe no h5py: `hpc2edge --help` must still work there.
     code = (
         "import sys; sys.modules['h5py'] = None; "
-        "from hpc2edge.data.cli import data_group; "
+        "from hpc2edge.cli.data import data_group; "
         "assert 'h5py' not in sys.modules or sys.modules['h5py'] is None; "
         "print(sorted(data_group.commands))"
     )
@@ -142,8 +142,8 @@ def test_the_cli_group_registers_without_h5py():
 
 
 def test_cli_layouts_match_the_reader():
+    from hpc2edge.cli.data import LAYOUTS
     from hpc2edge.data import layout
-    from hpc2edge.data.cli import LAYOUTS
 
     assert sorted(LAYOUTS) == sorted(layout.LAYOUTS)
 

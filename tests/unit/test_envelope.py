@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from hpc2edge.celery import make_app
 from hpc2edge.config import load_settings
 from hpc2edge.transport import envelope, taskids
+from hpc2edge.transport.app import make_app
 from tests.support import hostile
 
 pytestmark = pytest.mark.unit
@@ -57,7 +57,7 @@ def test_a_message_the_app_sends_passes(app, queue):
 
 @pytest.mark.parametrize("queue", ["edge", "train"])
 def test_a_message_sent_with_expires_passes(app, queue):
-    # send_task(expires=...) (stack.ping, CeleryDispatcher.submit) sets the AMQP expiration
+    # send_task(expires=...) (probes.ping, CeleryDispatcher.submit) sets the AMQP expiration
     # property too: kombu's Redis transport puts it into the envelope's properties.
     env = hostile.envelope(app, queue, expiration=10)
     assert env["properties"].get("expiration") == "10000"

@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from hpc2edge.errors import ExportError, SpecError  # noqa: E402
-from hpc2edge.export import build_eval_model, check_onnx, export_onnx  # noqa: E402
+from hpc2edge.models.export import build_eval_model, check_onnx, export_onnx  # noqa: E402
 from hpc2edge.space import ArchSpec, get_space  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -78,7 +78,7 @@ def test_bytes_are_identical_in_a_fresh_process():
     spec = small(get_space("swin3d").smallest())
     code = (
         "import hashlib, sys; from hpc2edge.space import ArchSpec;"
-        "from hpc2edge.export import export_onnx;"
+        "from hpc2edge.models.export import export_onnx;"
         "spec = ArchSpec.from_json(sys.stdin.read());"
         "print(hashlib.sha256(export_onnx(spec, seed=1, check=False)).hexdigest())"
     )

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from hpc2edge.export import export_onnx  # noqa: E402
+from hpc2edge.models.export import export_onnx  # noqa: E402
 from tests.unit.test_export import N_SAMPLES, N_SWIN_EXPORTS_FAST, samples  # noqa: E402
 
 pytestmark = pytest.mark.slow  # not unit: `pytest -m unit` stays fast

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import pytest
 
-from hpc2edge import filemodes, procs
+from hpc2edge.util import filemodes, procs
 from tests.support.filemodes import mode, umask_022  # noqa: F401 - umask_022 is autouse
 
 pytestmark = pytest.mark.unit
@@ -74,7 +74,7 @@ def test_spawn_refuses_an_unknown_log_mode(tmp_path: Path) -> None:
 
 
 def test_the_cli_runs_with_umask_077_and_restores_the_callers(tmp_path: Path) -> None:
-    from hpc2edge import cli
+    from hpc2edge.cli import root as cli
 
     seen: list[int] = []
 
@@ -114,7 +114,7 @@ def test_a_celery_worker_sets_umask_077_when_it_initialises(tmp_path: Path) -> N
     # A real Celery worker object (not started): Celery sends celeryd_init and worker_init.
     code = (
         "import os\n"
-        "from hpc2edge import filemodes\n"
+        "from hpc2edge.util import filemodes\n"
         "filemodes.connect_celery_signals()\n"
         "filemodes.connect_celery_signals()  # twice: still one handler\n"
         "from celery import Celery, signals\n"
@@ -141,7 +141,7 @@ def test_a_celery_worker_sets_umask_077_when_it_initialises(tmp_path: Path) -> N
 def test_the_hpc2edge_celery_app_connects_the_worker_umask() -> None:
     from celery import signals
 
-    import hpc2edge.celery  # noqa: F401 - connecting is a side effect of the import
+    import hpc2edge.transport.app  # noqa: F401 - connecting is a side effect of the import
 
     receivers = [
         r() if isinstance(r, weakref.ReferenceType) else r
@@ -159,7 +159,7 @@ def _sqlite_files(folder: Path) -> list[Path]:
 
 def test_the_measurement_store_is_created_0600(tmp_path: Path) -> None:
     pytest.importorskip("sqlalchemy")
-    from hpc2edge.store import MeasurementStore
+    from hpc2edge.store.measurements import MeasurementStore
 
     state = tmp_path / "state"
     store = MeasurementStore(f"sqlite:///{state / 'measurements.db'}")

@@ -19,9 +19,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hpc2edge import broker, k8s
-from hpc2edge.cli import cli, main
+from hpc2edge.cli.root import cli, main
 from hpc2edge.config import load_settings
+from hpc2edge.ops import k8s, localbroker
+from hpc2edge.roles import ROLES
 from tests.support import kustomize
 from tests.support.k8s_manifests import (
     BASE,
@@ -277,7 +278,7 @@ def test_probes_ping_through_tls_as_the_monitor_user_and_need_pong(trees):
     docs = trees["base"]
     container = _redis_container(docs)
     files = mounted_files(_redis(docs), "redis")
-    acl = broker.render_acl({u: "pw" for u in broker.ACL_USERS})
+    acl = localbroker.render_acl({u: "pw" for u in ROLES})
     assert re.search(r"^user default off ", acl, flags=re.M)
     assert re.search(r"^user monitor on .* \+@connection", acl, flags=re.M)  # PING is @connection
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -518,7 +519,7 @@ def test_k8s_secrets_prints_valid_secrets_holding_the_files(deployment_files, no
     }
     acl = data["hpc2edge-broker-acl"]["users.acl"].decode()
     assert acl == (deployment_files / "a").read_text()  # what `broker acl` wrote
-    assert acl == broker.render_acl({u: password(u) for u in broker.ACL_USERS})
+    assert acl == localbroker.render_acl({u: password(u) for u in ROLES})
     assert hashlib.sha256(password("edge").encode()).hexdigest() in acl
     assert data["hpc2edge-flower-auth"] == {"FLOWER_BASIC_AUTH": b"admin:flower-pw-123"}
 
@@ -570,7 +571,7 @@ def test_k8s_secrets_creates_missing_passwords_only_when_asked(tmp_path):
     assert result.exit_code == 0, result.output
     created = sorted((tmp_path / "secrets").iterdir())
     assert [p.name for p in created] == sorted(
-        [f"{u}.password" for u in broker.ACL_USERS] + ["flower.password"]
+        [f"{u}.password" for u in ROLES] + ["flower.password"]
     )
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in created)
     assert "created" in result.stderr

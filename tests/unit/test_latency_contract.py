@@ -1,4 +1,4 @@
-"""One contract suite, run against every latency backend (STYLE.md point 4).
+"""One contract suite, run against every latency backend (docs/design.md, "Layout": testing/).
 
 ``onnxruntime`` and ``table`` run everywhere; ``tensorrt`` runs where TensorRT and pycuda import
 (a Jetson or an NVIDIA host) and is skipped with the reason otherwise.
@@ -13,9 +13,9 @@ import pytest
 
 from hpc2edge.errors import MeasurementError
 from hpc2edge.latency import get_backend
+from hpc2edge.latency.backends.table import Record, TableBackend
 from hpc2edge.latency.base import Reference, reference_input
 from hpc2edge.latency.protocol import Protocol
-from hpc2edge.latency.table import Record, TableBackend
 
 from ..support.onnx_models import tiny_model
 
@@ -158,7 +158,7 @@ def test_table_never_invents_numbers():
 
 
 def test_table_file_round_trip(tmp_path):
-    from hpc2edge.latency.table import save_table
+    from hpc2edge.latency.backends.table import save_table
 
     path = tmp_path / "t.json"
     save_table(path, _table_backend()._records.values())

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from hpc2edge.artifacts import DirectoryArtifactStore
 from hpc2edge.latency import get_backend
 from hpc2edge.latency.base import reference_input
 from hpc2edge.latency.service import measure_request
+from hpc2edge.store.artifacts import DirectoryArtifactStore
 
 from ..support.onnx_models import tiny_model
 

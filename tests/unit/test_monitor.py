@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
-from hpc2edge import broker, monitor, procs, stack
-from hpc2edge.config import load_settings
+from hpc2edge.config import derived, load_settings
 from hpc2edge.errors import ConfigError
+from hpc2edge.ops import flower, stack
+from hpc2edge.transport import flowerguard
+from hpc2edge.util import net, procs
 
 pytestmark = pytest.mark.unit
 
@@ -24,8 +26,8 @@ def local(tmp_path):
 
 def test_plan_runs_flower_as_the_local_monitor_role(local):
     caller = {"PATH": os.environ.get("PATH", ""), "HPC2EDGE_ROLE": "edge"}
-    launch = monitor.plan(local, environ=caller, port=5599)
-    config = stack.role_config_path(local, "monitor")
+    launch = flower.plan(local, environ=caller, port=5599)
+    config = derived.role_config_path(local, "monitor")
     assert launch.env["HPC2EDGE_CONFIG"] == str(config)
     assert "HPC2EDGE_ROLE" not in launch.env  # the role config alone decides
     assert launch.settings.role == "monitor" and launch.settings.username == "monitor"
@@ -35,7 +37,7 @@ def test_plan_runs_flower_as_the_local_monitor_role(local):
 
 
 def test_the_password_travels_in_the_environment_only(local):
-    launch = monitor.plan(local, environ={})
+    launch = flower.plan(local, environ={})
     password = launch.password_file.read_text().strip()
     assert launch.env["FLOWER_BASIC_AUTH"] == f"admin:{password}"
     assert not any(password in arg for arg in launch.argv)
@@ -45,16 +47,16 @@ def test_the_password_travels_in_the_environment_only(local):
 
 
 def test_the_password_is_made_once(local):
-    first = monitor.ensure_password(local)
-    assert monitor.ensure_password(local) == first
+    first = flowerguard.ensure_password(local)
+    assert flowerguard.ensure_password(local) == first
     assert len(first) >= 40 and "," not in first and ":" not in first
 
 
 def test_a_monitor_config_is_used_as_it_is(local):
-    config = stack.role_config_path(local, "monitor")
+    config = derived.role_config_path(local, "monitor")
     settings = load_settings(config)
     caller = {"HPC2EDGE_BROKER_CONNECT_TIMEOUT_S": "3"}
-    launch = monitor.plan(settings, config_path=config, environ=caller, user="ops")
+    launch = flower.plan(settings, config_path=config, environ=caller, user="ops")
     assert launch.env["HPC2EDGE_CONFIG"] == str(config)
     assert launch.env["HPC2EDGE_BROKER_CONNECT_TIMEOUT_S"] == "3"  # the caller's own overrides
     assert launch.settings.broker.connect_timeout_s == 3
@@ -64,20 +66,20 @@ def test_a_monitor_config_is_used_as_it_is(local):
 def test_missing_monitor_files_fail_before_flower_starts(local):
     (local.state_dir / "tls" / "monitor-key.pem").unlink()
     with pytest.raises(ConfigError, match=r"tls\.key"):
-        monitor.plan(local, environ={})
+        flower.plan(local, environ={})
 
 
 @pytest.mark.parametrize("user", ["", "a:b", "a,b", " admin"])
 def test_user_names_flower_cannot_store_are_refused(user):
     with pytest.raises(ValueError, match="user name"):
-        monitor.basic_auth(user, "pw")
+        flowerguard.basic_auth(user, "pw")
 
 
 def test_read_only_and_ports():
-    assert "--read_only=True" in monitor.flower_argv(5555, read_only=True)
-    assert "--read_only=True" not in monitor.flower_argv(5555)
+    assert "--read_only=True" in flower.flower_argv(5555, read_only=True)
+    assert "--read_only=True" not in flower.flower_argv(5555)
     with pytest.raises(ValueError, match="port"):
-        monitor.flower_argv(0)
+        flower.flower_argv(0)
 
 
 @pytest.mark.parametrize(
@@ -91,13 +93,13 @@ def test_read_only_and_ports():
     ],
 )
 def test_url(address, expected):
-    assert monitor.url(address, 5555) == expected
+    assert flower.url(address, 5555) == expected
 
 
 def test_loopback():
-    assert monitor.is_loopback("127.0.0.1") and monitor.is_loopback("::1")
-    assert monitor.is_loopback("localhost")
-    assert not monitor.is_loopback("0.0.0.0") and not monitor.is_loopback("10.0.0.1")
+    assert net.is_loopback("127.0.0.1") and net.is_loopback("::1")
+    assert net.is_loopback("localhost")
+    assert not net.is_loopback("0.0.0.0") and not net.is_loopback("10.0.0.1")
 
 
 def test_record_url_reads_the_command_line():
@@ -105,19 +107,19 @@ def test_record_url_reads_the_command_line():
         name="flower",
         pid=1,
         start_ticks=None,
-        argv=tuple(monitor.flower_argv(5601, "0.0.0.0")),
+        argv=tuple(flower.flower_argv(5601, "0.0.0.0")),
         log="x",
     )
-    assert monitor.record_url(record) == "http://127.0.0.1:5601"
+    assert flower.record_url(record) == "http://127.0.0.1:5601"
 
 
 def test_monitor_command_says_when_the_broker_is_unreachable(local, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
-    env["HPC2EDGE_BROKER_PORT"] = str(broker.free_port())  # nothing listens there
+    env["HPC2EDGE_BROKER_PORT"] = str(net.free_port())  # nothing listens there
     env["HPC2EDGE_BROKER_CONNECT_TIMEOUT_S"] = "2"
-    config = stack.role_config_path(local, "monitor")
+    config = derived.role_config_path(local, "monitor")
     out = subprocess.run(
-        [sys.executable, "-m", "hpc2edge.cli", "--config", str(config), "monitor"],
+        [sys.executable, "-m", "hpc2edge.cli.root", "--config", str(config), "monitor"],
         env=env,
         capture_output=True,
         text=True,

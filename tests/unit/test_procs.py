@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from hpc2edge import procs
+from hpc2edge.util import procs
 
 pytestmark = pytest.mark.unit
 

@@ -28,8 +28,6 @@ pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("matplotlib")
 
-from hpc2edge.artifacts import DirectoryArtifactStore  # noqa: E402
-from hpc2edge.broker import free_port  # noqa: E402
 from hpc2edge.cli import main  # noqa: E402
 from hpc2edge.search import candidate as cand  # noqa: E402
 from hpc2edge.search import study as st  # noqa: E402
@@ -38,7 +36,9 @@ from hpc2edge.search.objectives import Objective, hypervolume_2d  # noqa: E402
 from hpc2edge.search.orchestrator import Orchestrator, SearchConfig, front_trials  # noqa: E402
 from hpc2edge.space import get_space  # noqa: E402
 from hpc2edge.space.base import ArchSpec, TrainingHParams  # noqa: E402
-from hpc2edge.store import MeasurementStore  # noqa: E402
+from hpc2edge.store.artifacts import DirectoryArtifactStore  # noqa: E402
+from hpc2edge.store.measurements import MeasurementStore  # noqa: E402
+from hpc2edge.util.net import free_port  # noqa: E402
 from tests.support.search import FakeClock, FakeEdge, FakeTrainer  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -358,7 +358,7 @@ def test_json_has_the_same_numbers_as_the_page(rendered: dict[str, Any]) -> None
 
 
 def test_search_front_table_keeps_its_columns_and_ratios(built: Built) -> None:
-    from hpc2edge.search.cli import front_table
+    from hpc2edge.cli.search import front_table
 
     base = built.study.user_attrs["baseline"]
     rows, text = front_table(built.study, base)
@@ -442,7 +442,7 @@ def _start_dashboard(built: Built, host: str) -> tuple[subprocess.Popen[str], in
         [
             sys.executable,
             "-m",
-            "hpc2edge.cli",
+            "hpc2edge.cli.root",
             "dashboard",
             "--storage",
             built.url,

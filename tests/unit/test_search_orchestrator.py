@@ -15,7 +15,6 @@ import pytest
 pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
-from hpc2edge.artifacts import DirectoryArtifactStore  # noqa: E402
 from hpc2edge.search import candidate as cand  # noqa: E402
 from hpc2edge.search import study as st  # noqa: E402
 from hpc2edge.search.dispatch import InlineDispatcher  # noqa: E402
@@ -32,7 +31,8 @@ from hpc2edge.search.orchestrator import (  # noqa: E402
 )
 from hpc2edge.space import get_space  # noqa: E402
 from hpc2edge.space.base import TrainingHParams  # noqa: E402
-from hpc2edge.store import MeasurementStore  # noqa: E402
+from hpc2edge.store.artifacts import DirectoryArtifactStore  # noqa: E402
+from hpc2edge.store.measurements import MeasurementStore  # noqa: E402
 from tests.support.search import FakeClock, FakeEdge, FakeTrainer  # noqa: E402
 
 pytestmark = pytest.mark.unit

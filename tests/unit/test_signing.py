@@ -1,4 +1,4 @@
-"""The process-wide side of message signing (hpc2edge.signing); the wire is tested in
+"""The process-wide side of message signing (hpc2edge.transport.signing); the wire is tested in
 tests/integration/test_signing.py."""
 
 from __future__ import annotations
@@ -9,18 +9,19 @@ import pytest
 from celery import Celery
 from kombu.serialization import registry
 
-from hpc2edge import signing, tls
 from hpc2edge.config import load_settings
 from hpc2edge.errors import ConfigError
+from hpc2edge.pki import ca
+from hpc2edge.transport import signing
 
 pytestmark = pytest.mark.unit
 
 
 def test_one_signing_identity_per_process(tmp_path):
-    tls.init(tmp_path / "tls")
+    ca.init(tmp_path / "tls")
     env = {"HPC2EDGE_STATE_DIR": str(tmp_path), "HPC2EDGE_ROLE": "edge"}
     edge = load_settings(environ={**env, "HPC2EDGE_SECURITY_SIGN": "true"}).security
-    hpc_files = tls.signing_files(tmp_path / "tls", "hpc")
+    hpc_files = ca.signing_files(tmp_path / "tls", "hpc")
     other = replace(edge, key=hpc_files.key, cert=hpc_files.cert)
     app = Celery("t", set_as_current=False)
     app.conf.update(signing.celery_settings(edge))

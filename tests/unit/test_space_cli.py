@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from hpc2edge.cli.space import export_cmd, space_group
 from hpc2edge.errors import SpecError
 from hpc2edge.space import ArchSpec, get_space
-from hpc2edge.space.cli import export_cmd, space_group
 
 pytestmark = pytest.mark.unit
 

@@ -65,7 +65,7 @@ def test_baseline_validates_and_describe_is_json(name):
 def test_swin3d_is_the_papers_space():
     space = get_space("swin3d")
     info = space.describe()
-    assert info["n_architectures"] == 124_416  # REFERENCE.md: ~124k
+    assert info["n_architectures"] == 124_416  # docs/paper.md: ~124k
     assert info["fixed"]["window_size"] == [8, 7, 7]
     assert info["input"] == {"frames": 16, "size": 224}
     assert [info["parameters"][f"heads_{i}"]["choices"] for i in (1, 2, 3, 4)] == [

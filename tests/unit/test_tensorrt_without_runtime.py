@@ -18,10 +18,11 @@ HINT = "pip install 'hpc2edge[tensorrt]'"
 
 @pytest.fixture
 def trt_module(monkeypatch):
-    """``hpc2edge.latency.tensorrt`` imported afresh while ``tensorrt`` cannot be imported."""
+    """``hpc2edge.latency.backends.tensorrt`` imported afresh while ``tensorrt`` cannot be
+    imported."""
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` -> ImportError
-    monkeypatch.delitem(sys.modules, "hpc2edge.latency.tensorrt", raising=False)
-    return importlib.import_module("hpc2edge.latency.tensorrt")
+    monkeypatch.delitem(sys.modules, "hpc2edge.latency.backends.tensorrt", raising=False)
+    return importlib.import_module("hpc2edge.latency.backends.tensorrt")
 
 
 def test_module_imports_without_tensorrt(trt_module):
@@ -46,18 +47,18 @@ def test_missing_pycuda_is_named(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
     monkeypatch.setitem(sys.modules, "pycuda", None)
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
-    from hpc2edge.latency.tensorrt import TensorRTBackend
+    from hpc2edge.latency.backends.tensorrt import TensorRTBackend
 
     with pytest.raises(MeasurementError, match="needs pycuda") as info:
         TensorRTBackend(cache_dir=tmp_path)
     assert HINT in str(info.value)
 
 
-def test_atomic_write_replaces_whole_files(tmp_path):
-    from hpc2edge.latency.tensorrt import _atomic_write
+def test_cache_files_are_replaced_whole(tmp_path):
+    from hpc2edge.latency.backends.tensorrt import _write_cache_file
 
-    target = tmp_path / "engines" / "k.plan"
-    _atomic_write(target, b"one")
-    _atomic_write(target, b"two")
+    target = tmp_path / "engines" / "k.plan"  # the folder does not exist yet
+    _write_cache_file(target, b"one")
+    _write_cache_file(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["k.plan"]  # no temporary left behind

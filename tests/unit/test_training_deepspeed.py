@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from hpc2edge.testing.training import make_tiny_data, tiny_request
 from hpc2edge.training.service import train_request
-from hpc2edge.training.testing import make_tiny_data, tiny_request
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 

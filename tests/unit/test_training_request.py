@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from hpc2edge.testing.training import TINY_SPEC, tiny_request
 from hpc2edge.training.launcher import plan_launch, visible_gpus
 from hpc2edge.training.request import TrainRequest
 from hpc2edge.training.result import SplitMetrics, TrainResult
 from hpc2edge.training.service import ResultStore, train_request
-from hpc2edge.training.testing import TINY_SPEC, tiny_request
 
 pytestmark = pytest.mark.unit
 

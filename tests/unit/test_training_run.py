@@ -1,7 +1,7 @@
 """Real trainings in child processes (single and DDP/gloo on CPU), and how they fail.
 
 Each test starts real training processes on the tiny synthetic problem of
-:mod:`hpc2edge.training.testing` (a few seconds each on 2 cores). Tolerance of data parallelism:
+:mod:`hpc2edge.testing.training` (a few seconds each on 2 cores). Tolerance of data parallelism:
 2 processes x batch 2 and 1 process x batch 4 take the same samples per step; only the float
 summation order of the gradient all-reduce differs, so final validation MSEs agree within
 1e-5 relative (observed: ~2e-7).
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from hpc2edge.space.base import ArchSpec, TrainingHParams
+from hpc2edge.testing.training import TINY_SPEC, make_tiny_data, tiny_request
 from hpc2edge.training import run
 from hpc2edge.training.result import TrainResult
 from hpc2edge.training.service import train_request
-from hpc2edge.training.testing import TINY_SPEC, make_tiny_data, tiny_request
 from hpc2edge.training.worker_main import ENV_KILL_AFTER_STEPS
 
 pytestmark = pytest.mark.unit
@@ -143,7 +143,7 @@ def test_a_training_over_its_time_limit_is_killed(data, tmp_path):
 def test_cli_trains_and_prints_the_result(data, tmp_path):
     from click.testing import CliRunner
 
-    from hpc2edge.training.cli import train_cmd
+    from hpc2edge.cli.train import train_cmd
 
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(TINY_SPEC))

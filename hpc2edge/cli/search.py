@@ -1,0 +1,379 @@
+"""``hpc2edge search`` and ``hpc2edge demo``.
+
+``search`` runs (or resumes: same ``--study``, same storage) an orchestrator against the broker in
+the config, prints one line per finished trial and a progress line, and ends with the front as a
+table against the baseline. ``demo`` is the whole mission on one machine: synthetic data, the
+local stack, a search sized for minutes on a laptop CPU, the front, and the stack down again.
+
+Heavy imports (optuna, torch) happen inside the commands: ``hpc2edge --help`` stays fast and
+works on an edge device.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hpc2edge.cli.context import command_settings
+from hpc2edge.config import Settings, measurement_store_url, study_storage_url
+
+# Parameters of a search run, shared by `search` and `demo` and by bench/search.py.
+DEMO_PIN = {"frames": 8, "size": 41}
+
+
+class Progress:
+    """Prints a line per finished trial and, when counts change, a progress line (stderr)."""
+
+    def __init__(self, orchestrator: Any, *, stream: Any = None, every_s: float = 30.0) -> None:
+        self.o = orchestrator
+        self.stream = stream or sys.stderr
+        self.every_s = every_s
+        self.t0 = time.monotonic()
+        self._last: tuple[Any, ...] | None = None
+        self._last_t = 0.0
+
+    def __call__(self, event: str, job: Any) -> None:
+        if event == "finished":
+            a = job.attrs
+            if job.state == "complete":
+                what = f"val MSE {a['val_mse']:.5f}, {a['latency_ms']:.3f} ms"
+                if (a.get("latency") or {}).get("cached"):
+                    what += " (latency from the store)"
+            else:
+                what = a.get("reason", "")
+            dup = f" (same network as {a['duplicate_of']})" if a.get("duplicate_of") else ""
+            self._print(f"{job.label} {job.state}{dup}: {what}")
+        self.tick()
+
+    def tick(self, force: bool = False) -> None:
+        # Called on every event: decide from the in-memory counts; read the study and the
+        # queue depths only for a line that is printed.
+        p = self.o.counts()
+        key = (p["complete"], p["pruned"], p["failed"])
+        now = time.monotonic()
+        if not force and key == self._last and now - self._last_t < self.every_s:
+            return
+        self._last, self._last_t = key, now
+        depths = " ".join(f"{q} {n}" for q, n in sorted(self.o.dispatcher.queue_depths().items()))
+        front = self.o.front()
+        best = ""
+        if front:
+            t = min(front, key=lambda t: t.values[0])
+            best = f" | front {len(front)}, best loss {t.values[0]:.5f}"
+        self._print(
+            f"[{now - self.t0:6.1f} s] done {p['complete'] + p['pruned'] + p['failed']}/"
+            f"{self.o.config.trials} (complete {p['complete']}, pruned {p['pruned']}, failed "
+            f"{p['failed']}), in flight {p['in_flight']}"
+            + (f" | queued: {depths}" if depths else "")
+            + best
+        )
+
+    def _print(self, line: str) -> None:
+        click.echo(line, file=self.stream)
+
+
+FRONT_COLUMNS = (
+    "trial", "arch_id", "params", "latency_ms", "p90_ms", "val_mse", "rmse_speed_mm_s",
+    "rmse_power_w", "speedup", "loss_ratio",
+)  # fmt: skip
+
+
+def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
+    """The front as rows (also for ``--json``) and as a text table with baseline ratios."""
+    from hpc2edge.report.collect import front_rows
+
+    base_ms = (baseline or {}).get("latency_ms")
+    base_mse = (baseline or {}).get("val_mse")
+    # The report's rows (one computation of the ratios), cut to the columns `search` shows.
+    rows = [{k: r[k] for k in FRONT_COLUMNS} for r in front_rows(study, baseline)]
+
+    def fmt(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    lines = [
+        f"{'trial':>5} {'arch':12} {'params':>9} {'p50 ms':>8} {'p90 ms':>8} {'val MSE':>9} "
+        f"{'mm/s':>7} {'W':>6} {'speed-up':>8} {'loss ratio':>10}"
+    ]
+    if baseline and baseline.get("latency_ms") is not None:
+        lines.append(
+            f"{'base':>5} {str(baseline.get('arch_id', ''))[:12]:12} "
+            f"{fmt(baseline.get('params'), ','):>9} {fmt(base_ms, '.3f'):>8} "
+            f"{fmt((baseline.get('latency') or {}).get('p90_ms'), '.3f'):>8} "
+            f"{fmt(base_mse, '.5f'):>9} "
+            f"{fmt((baseline.get('train') or {}).get('val_rmse_speed_mm_s'), '.1f'):>7} "
+            f"{fmt((baseline.get('train') or {}).get('val_rmse_power_w'), '.1f'):>6} "
+            f"{'1.00x':>8} {'1.00x':>10}"
+        )
+    for r in rows:
+        lines.append(
+            f"{r['trial']:>5} {str(r['arch_id'])[:12]:12} {fmt(r['params'], ','):>9} "
+            f"{fmt(r['latency_ms'], '.3f'):>8} {fmt(r['p90_ms'], '.3f'):>8} "
+            f"{fmt(r['val_mse'], '.5f'):>9} {fmt(r['rmse_speed_mm_s'], '.1f'):>7} "
+            f"{fmt(r['rmse_power_w'], '.1f'):>6} "
+            f"{fmt(r['speedup'], '.2f') + 'x' if r['speedup'] else '-':>8} "
+            f"{fmt(r['loss_ratio'], '.2f') + 'x' if r['loss_ratio'] else '-':>10}"
+        )
+    return rows, "\n".join(lines)
+
+
+def search_options(f: Any) -> Any:
+    """The options ``search`` and ``demo`` share (what is searched and how)."""
+    options = [
+        click.option("--space", "space_name", default="cnn3d", show_default=True,
+                     help="Search space (`hpc2edge space show NAME`)."),
+        click.option("--objective", type=click.Choice(["pareto", "paper"]), default="pareto",
+                     show_default=True,
+                     help="pareto: minimise (val MSE, latency); paper: 1000*val_loss + ms."),
+        click.option("--latency-budget-ms", type=float, default=None,
+                     help="Constraint on the p50 latency; over-budget networks are not trained."),
+        click.option("--sampler", type=click.Choice(["tpe", "nsga2", "random"]), default="tpe",
+                     show_default=True),
+        click.option("--seed", type=int, default=None, help="Sampler seed (reproducible asks)."),
+        click.option("--parallel", type=click.IntRange(0), default=0, show_default=True,
+                     help="Candidates in flight; 0: one per live worker (at least 2)."),
+        click.option("--latency-first/--no-latency-first", default=True, show_default=True,
+                     help="Measure before training, or send both at once."),
+        click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
+                     help="Inference batch size the latency is measured at."),
+        click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
+                     show_default=True),
+        click.option("--protocol", type=click.Choice(["default", "quick"]), default="default",
+                     show_default=True,
+                     help="Measurement protocol; quick: seconds per model, for CPU demos."),
+        click.option("--epochs", type=click.IntRange(1), default=2, show_default=True),
+        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--train-batch-size", type=click.IntRange(1), default=8, show_default=True,
+                     help="Training batch size per GPU (or process)."),
+        click.option("--engine", type=click.Choice(["auto", "deepspeed", "ddp", "single"]),
+                     default="auto", show_default=True, help="Training engine on the workers."),
+        click.option("--frames", type=click.IntRange(1), default=None,
+                     help="Fix the input frames (not searched)."),
+        click.option("--size", type=click.IntRange(1), default=None,
+                     help="Fix the input size (not searched)."),
+        click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     default=None,
+                     help="Hold out a random fraction of lines; default: the paper's objects."),
+        click.option("--baseline/--no-baseline", default=True, show_default=True,
+                     help="Also measure and train the space's baseline, for the ratios."),
+        click.option("--confirm-front", is_flag=True, help="Re-measure the final front."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def run_search(
+    settings: Settings,
+    *,
+    study_name: str,
+    data: Path,
+    trials: int,
+    storage_url: str | None = None,
+    store_url: str | None = None,
+    dispatcher: Any = None,
+    progress: bool = True,
+    **o: Any,
+) -> tuple[dict[str, Any], Any]:
+    """Open (or resume) the study and run it; returns (summary, study)."""
+    from hpc2edge.search import candidate as cand
+    from hpc2edge.search import study as st
+    from hpc2edge.search.dispatch import CeleryDispatcher
+    from hpc2edge.search.objectives import Objective
+    from hpc2edge.search.orchestrator import Orchestrator, SearchConfig
+    from hpc2edge.space import get_space
+    from hpc2edge.space.base import TrainingHParams
+    from hpc2edge.store.measurements import MeasurementStore
+
+    st.quiet_optuna()
+    space = get_space(o["space_name"])
+    objective = Objective(o["objective"], o["latency_budget_ms"])
+    pin = {k: o[k] for k in ("frames", "size") if o.get(k)}
+    config = SearchConfig(
+        trials=trials,
+        parallel=o["parallel"],
+        latency_first=o["latency_first"],
+        batch_size=o["batch_size"],
+        precision=o["precision"],
+        protocol=o["protocol"],
+        measure_timeout_s=float(settings.search.measure_timeout_s),
+        train_timeout_s=float(settings.search.train_timeout_s),
+        retries=settings.search.retries,
+        baseline=o["baseline"],
+        confirm_front=o["confirm_front"],
+        pin=pin,
+    )
+    plan = cand.TrainPlan(
+        data_paths=cand.data_paths(data),
+        hparams=TrainingHParams(
+            lr=o["lr"], batch_size_per_gpu=o["train_batch_size"], epochs=o["epochs"]
+        ),
+        epochs=o["epochs"],
+        test_fraction=o["test_fraction"],
+        resources={"engine": o["engine"], "nproc": "auto"},
+    )
+    url = study_storage_url(settings, storage_url)
+    sampler = st.make_sampler(o["sampler"], objective, seed=o["seed"], trials=trials)
+    study = st.open_study(study_name, url, objective, sampler)
+    done = len(study.get_trials(deepcopy=False))
+    if done and o["seed"] is not None:
+        # Resuming: a sampler seeded as at the start would replay the first asks (duplicates).
+        study.sampler = st.make_sampler(
+            o["sampler"], objective, seed=o["seed"] + done, trials=trials
+        )
+    store = MeasurementStore(measurement_store_url(settings, store_url))
+    own_dispatcher = dispatcher is None
+    dispatcher = dispatcher or CeleryDispatcher(settings)
+    try:
+        orch = Orchestrator(study, dispatcher, space, objective, store, plan, config)
+        if progress:
+            p = Progress(orch)
+            orch.callbacks.append(p)
+        summary = orch.run()
+        if progress:
+            p.tick(force=True)
+    finally:
+        if own_dispatcher:
+            dispatcher.close()
+        store.close()
+    summary["storage"] = url
+    return summary, study
+
+
+def _report_front(summary: dict[str, Any], study: Any, as_json: bool) -> None:
+    rows, table = front_table(study, summary.get("baseline"))
+    if as_json:
+        click.echo(json.dumps({**summary, "front_rows": rows}, indent=2, default=str))
+        return
+    click.echo("")
+    click.echo(
+        f"study {summary['study']}: {summary['trials']} trials, {summary['complete']} complete, "
+        f"{summary['pruned']} pruned, {summary['failed']} failed; tasks sent: "
+        f"{summary['tasks_sent']['measure']} measure, {summary['tasks_sent']['train']} train; "
+        f"{summary['measurements_reused']} measurements reused from the store"
+    )
+    click.echo("Pareto front (feasible, by latency; ratios against the baseline):")
+    click.echo(table if rows else "  (empty: no trial completed within the constraints)")
+    failed = [
+        (t.number, t.user_attrs.get("reason", ""))
+        for t in study.get_trials(deepcopy=False)
+        if t.state.name == "FAIL"
+    ]
+    for number, reason in failed[:10]:
+        click.echo(f"  trial {number} failed: {reason}")
+
+
+def _write_report(settings: Settings, study: Any, storage_url: str) -> Path:
+    """``hpc2edge report`` for a finished study, into ``<state_dir>/reports/<study>/``."""
+    from hpc2edge.report import collect as report
+    from hpc2edge.store.measurements import MeasurementStore
+
+    store = MeasurementStore(measurement_store_url(settings))
+    try:
+        data = report.collect(study, store, storage=storage_url)
+    finally:
+        store.close()
+    out = settings.state_dir.absolute() / "reports" / study.study_name
+    return report.write(data, out)["html"]
+
+
+@click.command("search")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="HDF5 file or folder of files, at the same absolute path on the train nodes.",
+)
+@click.option("--trials", type=click.IntRange(1), required=True, help="Trials to finish.")
+@click.option(
+    "--study",
+    "study_name",
+    default=None,
+    help="Study name (default: SPACE-OBJECTIVE); rerun with it to resume.",
+)
+@click.option(
+    "--storage",
+    "storage_url",
+    default=None,
+    help="Optuna storage URL (default: search.storage, else .hpc2edge/search.db).",
+)
+@search_options
+@click.pass_context
+def search_cmd(ctx: click.Context, data: Path, trials: int, study_name: str | None,
+               storage_url: str | None, as_json: bool, **o: Any) -> None:  # fmt: skip
+    """Search architectures with the edge in the loop; resumable by --study."""
+    settings = command_settings(ctx)
+    name = study_name or f"{o['space_name']}-{o['objective']}"
+    summary, study = run_search(
+        settings, study_name=name, data=data, trials=trials, storage_url=storage_url, **o
+    )
+    _report_front(summary, study, as_json)
+
+
+@click.command("demo")
+@click.option("--trials", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--study", "study_name", default=None, help="Default: demo-<time>.")
+@click.option("--keep-up", is_flag=True, help="Leave the local stack running afterwards.")
+@click.pass_context
+def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: bool) -> None:
+    """The whole mission on this machine in minutes: synthetic data, the local stack, a search
+    of the cnn3d space (8 x 41 x 41 inputs, quick protocol), the front, the report, the stack
+    down."""
+    from hpc2edge.data.synth import SynthSpec, generate
+    from hpc2edge.ops import stack
+
+    settings = command_settings(ctx)
+    data_dir = settings.state_dir.absolute() / "demo-data"
+    if not any(data_dir.glob("*.hdf5")):
+        click.echo(f"generating synthetic RAISE-LPBF data in {data_dir}", err=True)
+        generate(data_dir, SynthSpec(objects=4, layers=1, lines=96, frame_size=32, seed=0))
+    click.echo("starting the local stack (TLS broker, edge and train workers)", err=True)
+    settings = stack.prepare(settings)  # certificates and passwords exist from here on
+    stack.up(settings)
+    name = study_name or time.strftime("demo-%Y%m%d-%H%M%S")
+    try:
+        summary, study = run_search(
+            settings,
+            study_name=name,
+            data=data_dir,
+            trials=trials,
+            space_name="cnn3d",
+            objective="pareto",
+            latency_budget_ms=None,
+            sampler="tpe",
+            seed=0,
+            parallel=3,
+            latency_first=True,
+            batch_size=1,
+            precision="fp32",
+            protocol="quick",
+            epochs=2,
+            lr=1e-2,
+            train_batch_size=8,
+            engine="single",
+            test_fraction=0.25,
+            baseline=True,
+            confirm_front=False,
+            frames=DEMO_PIN["frames"],
+            size=DEMO_PIN["size"],
+        )
+        _report_front(summary, study, as_json=False)
+        html = _write_report(settings, study, summary["storage"])
+        click.echo(f"\nreport: {html}")
+        click.echo(f"study {name!r} is in {summary['storage']}; extend it with:")
+        click.echo(
+            f"  hpc2edge up && hpc2edge search --study {name} --data {data_dir} "
+            f"--trials {trials + 8} "
+            "--frames 8 --size 41 --protocol quick --epochs 2 --lr 0.01 --engine single "
+            "--test-fraction 0.25"
+        )
+    finally:
+        if not keep_up:
+            stack.down(settings)
+    if summary["complete"] == 0:
+        raise click.ClickException("the demo finished without a single complete trial")

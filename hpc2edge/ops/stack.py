@@ -1,0 +1,222 @@
+"""The embedded single-machine stack: ``hpc2edge up`` / ``down`` / ``status`` / ``ping``.
+
+``up`` starts, as background processes recorded under ``<state_dir>/run/``:
+
+- a TLS-only redis-server with the shipped ACL (``localbroker.start``),
+- one ``train`` worker (``celery -A hpc2edge worker -Q train -c 1``) as the ``hpc`` role,
+- one ``edge`` worker (``--pool solo -c 1``: one measurement at a time, CUDA never forked) as the
+  ``edge`` role,
+
+and, with ``--monitor``, Flower as the ``monitor`` role (:mod:`hpc2edge.ops.flower`); each
+reading its own config file from ``<state_dir>/conf/<role>.toml`` (written here, absolute
+paths, no secret inside) exactly as a remote worker would. Certificates and passwords are created
+on first use. ``down`` stops exactly these processes (see :mod:`hpc2edge.util.procs`).
+
+``HPC2EDGE_SECURITY_SIGN=true hpc2edge up`` (or ``[security] sign = true`` in the config) runs
+the stack with message signing (:mod:`hpc2edge.transport.signing`): the role configs carry it, so
+the workers run only tasks the orchestrator signed; later commands need the same setting. Workers
+already running keep the mode they started with: ``down`` first to switch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc2edge.config import Settings, for_role, secrets_dir, write_role_config
+from hpc2edge.config.derived import absolute, role_config_path
+from hpc2edge.errors import StackError
+from hpc2edge.ops import flower, localbroker
+from hpc2edge.pki import ca
+from hpc2edge.roles import ADMIN, QUEUES, ROLE_OF_QUEUE, ROLES
+from hpc2edge.transport import probes
+from hpc2edge.util import filemodes, procs
+
+CONFIG_ROLES = tuple(r for r in ROLES if r != ADMIN)  # the roles the local stack writes configs for
+
+
+def worker_argv(queue: str) -> list[str]:
+    """The worker command for ``queue``, the same one the deployment templates document."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "hpc2edge",
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        "1",
+        "--hostname",
+        f"{queue}@%h",
+        "--loglevel",
+        "INFO",
+        # Mingle and gossip sync revoked ids between workers over broadcast: we need neither,
+        # and each adds a round of broadcast traffic at start across two sites.
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if queue == "edge":
+        argv += ["--pool", "solo"]
+    return argv
+
+
+def prepare(settings: Settings) -> Settings:
+    """Create what a local stack needs and is missing: certificates, passwords, role configs.
+
+    With ``security.sign``, every role that signs gets ``[security] sign = true`` in its config
+    (``HPC2EDGE_SECURITY_SIGN=true hpc2edge up``), and a CA made before signing existed gets its
+    signing certificates.
+    """
+    s = absolute(settings)
+    tls_dir = s.tls.ca_cert.parent
+    if not (tls_dir / "ca.pem").exists():
+        hosts = [] if s.broker.host in ca.server_names() else [s.broker.host]
+        ca.init(tls_dir, hosts)
+    elif s.security.sign and not ca.signing_files(tls_dir, "orchestrator").cert.exists():
+        ca.init_signing(tls_dir)
+    localbroker.ensure_secrets(secrets_dir(s))
+    for role in CONFIG_ROLES:
+        write_role_config(role_config_path(s, role), for_role(s, role))
+    filemodes.tighten(s.state_dir)  # folders 0700, files 0600, also those of older versions
+    return for_role(s, s.role)
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "run" / f"{name}.pid"
+
+
+def up(
+    settings: Settings,
+    *,
+    timeout_s: float = 60.0,
+    monitor_port: int | None = None,
+) -> dict[str, Any]:
+    """Start broker and workers (those already running are kept) and wait until each answers.
+
+    With ``monitor_port``, also Flower as the monitor role on 127.0.0.1
+    (:mod:`hpc2edge.ops.flower`).
+    """
+    s = prepare(settings)
+    local = localbroker.LocalBroker(s.state_dir)
+    running = procs.read(local.pid_file)
+    started: list[str] = []
+    if running is None or not procs.alive(running):
+        localbroker.start(s)
+        started.append("broker")
+    for queue, role in ROLE_OF_QUEUE.items():
+        name = f"worker-{queue}"
+        record = procs.read(_pid_file(s, name))
+        if record is not None and procs.alive(record):
+            continue
+        # The worker's role config is its whole configuration: no HPC2EDGE_* of the caller's
+        # (a role, a password, a relative state dir) may override it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
+        env["HPC2EDGE_CONFIG"] = str(role_config_path(s, role))
+        procs.spawn(
+            name,
+            worker_argv(queue),
+            env=env,
+            cwd=s.state_dir,
+            log=s.state_dir / "logs" / f"{name}.log",
+            pid_file=_pid_file(s, name),
+        )
+        started.append(name)
+    answers = {}
+    for queue in QUEUES:
+        answers[queue] = wait_for_worker(s, queue, timeout_s=timeout_s)
+    out: dict[str, Any] = {"started": started, "workers": answers, "state_dir": str(s.state_dir)}
+    if monitor_port is not None:
+        out["monitor"] = flower.start_background(s, port=monitor_port, timeout_s=timeout_s)
+        if out["monitor"]["started"]:
+            started.append(flower.PROCESS_NAME)
+    return out
+
+
+def wait_for_worker(
+    settings: Settings,
+    queue: str,
+    *,
+    timeout_s: float,
+    record: procs.ProcRecord | None = None,
+    hostname: str | None = None,
+) -> dict[str, Any]:
+    """Ping ``queue`` until a worker answers (the one called ``hostname``, when given).
+
+    Fails early, with the end of its log, when the worker process of ``record`` (default: the
+    one ``up`` started for ``queue``) has died.
+    """
+    deadline = time.monotonic() + timeout_s
+    record = record or procs.read(_pid_file(settings, f"worker-{queue}"))
+
+    def log_end() -> str:
+        return f"; its log ends:\n{procs.tail(record.log, 40)}" if record else ""
+
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            who = f"worker {hostname} did not answer" if hostname else "no worker answered"
+            raise StackError(f"{who} on queue {queue!r} within {timeout_s:.0f} s{log_end()}")
+        if record is not None and not procs.alive(record):
+            raise StackError(f"the {queue} worker exited{log_end()}")
+        try:
+            answer = probes.ping(settings, queue, timeout_s=min(5.0, remaining))
+        except StackError:
+            continue
+        if hostname is None or answer["hostname"] == hostname:
+            return answer
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the workers, then the broker, started from this state folder. Returns what stopped."""
+    state_dir = settings.state_dir.resolve()
+    stopped = []
+    if flower.stop(state_dir):
+        stopped.append(flower.PROCESS_NAME)
+    for queue in QUEUES:
+        pid_file = state_dir / "run" / f"worker-{queue}.pid"
+        record = procs.read(pid_file)
+        if record is not None:
+            # A warm shutdown lets a running task finish or be given back (acks_late).
+            if procs.stop(record, timeout_s=20.0):
+                stopped.append(f"worker-{queue}")
+            pid_file.unlink(missing_ok=True)
+    if localbroker.stop(state_dir):
+        stopped.append("broker")
+    return stopped
+
+
+@dataclass
+class Status:
+    """What ``hpc2edge status`` reports."""
+
+    broker: str
+    user: str
+    reachable: bool
+    tls_version: str | None = None
+    error: str | None = None
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    workers: dict[str, list[str]] = field(default_factory=dict)
+    local_processes: dict[str, bool] = field(default_factory=dict)
+    monitor_url: str | None = None  # Flower started by `up --monitor`, while it runs
+
+
+def status(settings: Settings, *, timeout_s: float = 2.0) -> Status:
+    """Broker reachability and TLS version, queue depths, workers per queue, local processes."""
+    b = settings.broker
+    st = Status(broker=f"{b.host}:{b.port}", user=settings.username, reachable=False)
+    run_dir = settings.state_dir / "run"
+    for name in ("broker", *(f"worker-{q}" for q in QUEUES), flower.PROCESS_NAME):
+        record = procs.read(run_dir / f"{name}.pid")
+        if record is not None:
+            st.local_processes[name] = procs.alive(record)
+    st.monitor_url = flower.running_url(settings.state_dir)
+    probe = probes.probe_broker(settings, timeout_s=timeout_s)
+    st.reachable, st.tls_version, st.error = probe.reachable, probe.tls_version, probe.error
+    st.queue_depths, st.workers = probe.queue_depths, probe.workers
+    return st

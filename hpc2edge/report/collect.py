@@ -1,0 +1,414 @@
+"""``hpc2edge report``: what a study found, as numbers (``report.json``) and as a page
+(``report.html`` with PNGs, drawn by :mod:`hpc2edge.report.render`).
+
+Everything comes from the study storage (the trials' and the study's user attributes the
+orchestrator wrote) and, for the device fingerprints and the measurement context, from the
+measurement store (the stored ``LatencyResult`` of each measurement a trial used). The page is
+drawn from :func:`collect`'s dict only, so the page and ``--json`` cannot disagree.
+
+Definitions (also stated on the page):
+
+- *front*: :func:`hpc2edge.search.orchestrator.front_trials`, the feasible complete trials that
+  are Pareto-optimal in (val MSE, latency p50); for the ``paper`` objective, the best trial.
+- *speed-up* = baseline latency p50 / latency p50; *loss ratio* = baseline val MSE / val MSE
+  (both > 1: better than the baseline). :func:`ratios` is the one place they are computed;
+  ``hpc2edge search`` prints its front through :func:`front_rows` too.
+- *hypervolume* after trial *n*: the area dominated by the feasible complete trials numbered
+  <= *n* in (val MSE, latency ms), up to a reference point fixed for the whole curve (by default
+  1.1 x the worst val MSE of those trials, and the latency budget, else 1.1 x their worst
+  latency); its unit is MSE x ms.
+
+Importing this module imports neither optuna nor matplotlib (it registers a command).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hpc2edge.config import mask_url
+from hpc2edge.search.storage import StudyStorageError, open_storage
+
+REPORT_FORMAT = "hpc2edge-report/1"
+HV_MARGIN = 1.1  # the default reference point sits 10 % beyond the worst loss (and latency)
+STATES = {
+    "COMPLETE": "complete",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "running",
+}
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+def ratios(
+    baseline: Mapping[str, Any] | None, latency_ms: float | None, val_mse: float | None
+) -> tuple[float | None, float | None]:
+    """(speed-up, loss ratio) against ``baseline``: its latency / ``latency_ms`` and its val MSE /
+    ``val_mse``; None where either side is missing (or zero)."""
+    base_ms = (baseline or {}).get("latency_ms")
+    base_mse = (baseline or {}).get("val_mse")
+    speedup = base_ms / latency_ms if base_ms and latency_ms else None
+    loss_ratio = base_mse / val_mse if base_mse and val_mse else None
+    return speedup, loss_ratio
+
+
+def key_param_names(specs: Iterable[Mapping[str, Any] | None]) -> list[str]:
+    """The spec parameters that differ between ``specs`` (all of them when none differ)."""
+    seen: dict[str, set[str]] = {}
+    for spec in specs:
+        for k, v in ((spec or {}).get("params") or {}).items():
+            seen.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    varying = [k for k, values in seen.items() if len(values) > 1]
+    return varying or list(seen)
+
+
+def model_row(
+    attrs: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None,
+    *,
+    trial: int | None,
+    key_params: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One model (a trial's or the baseline's user attributes) as a row of the front table."""
+    latency = attrs.get("latency") or {}
+    train = attrs.get("train") or {}
+    spec = attrs.get("spec") or {}
+    speedup, loss_ratio = ratios(baseline, attrs.get("latency_ms"), attrs.get("val_mse"))
+    ci = latency.get("ci95_ms")
+    inp = spec.get("input") or {}
+    return {
+        "trial": trial,
+        "arch_id": attrs.get("arch_id"),
+        "params": attrs.get("params"),
+        "flops": attrs.get("flops"),
+        "input": [inp.get("frames"), inp.get("size"), inp.get("size")] if inp else None,
+        "key_params": {k: (spec.get("params") or {}).get(k) for k in key_params},
+        "latency_ms": attrs.get("latency_ms"),
+        "p90_ms": latency.get("p90_ms"),
+        "ci95_ms": list(ci) if ci else None,
+        "cached": latency.get("cached"),
+        "val_mse": attrs.get("val_mse"),
+        "test_mse": (train.get("test") or {}).get("mse"),
+        "rmse_speed_mm_s": train.get("val_rmse_speed_mm_s"),
+        "rmse_power_w": train.get("val_rmse_power_w"),
+        "speedup": speedup,
+        "loss_ratio": loss_ratio,
+    }
+
+
+def front_rows(study: Any, baseline: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The feasible front, by latency, as :func:`model_row` rows (with ``confirm_p50_ms``)."""
+    from hpc2edge.search.orchestrator import front_trials
+
+    keys = key_param_names(
+        [t.user_attrs.get("spec") for t in study.get_trials(deepcopy=False)]
+        + [(baseline or {}).get("spec")]
+    )
+    confirm = study.user_attrs.get("confirm") or {}
+    rows = []
+    for t in front_trials(study):
+        row = model_row(t.user_attrs, baseline, trial=t.number, key_params=keys)
+        row["confirm_p50_ms"] = (confirm.get(str(t.number)) or {}).get("p50_ms")
+        rows.append(row)
+    return rows
+
+
+def trial_records(study: Any, front: set[int]) -> list[dict[str, Any]]:
+    """Every trial: state, the numbers it got, and why it ended when it did not complete."""
+    from hpc2edge.search.objectives import CONSTRAINT_ATTR
+
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        constraint = a.get(CONSTRAINT_ATTR)
+        errors = [f"{k}: {e}" for k in ("measure", "train") for e in a.get(f"{k}_errors") or []]
+        out.append(
+            {
+                "trial": t.number,
+                "state": STATES.get(t.state.name, t.state.name.lower()),
+                "arch_id": a.get("arch_id"),
+                "params": a.get("params"),
+                "flops": a.get("flops"),
+                "latency_ms": a.get("latency_ms"),
+                "val_mse": a.get("val_mse"),
+                "values": t.values,
+                "constraint_latency_ms": constraint,
+                "feasible": constraint is None or constraint <= 0,
+                "on_front": t.number in front,
+                "cached": (a.get("latency") or {}).get("cached"),
+                "duplicate_of": a.get("duplicate_of"),
+                "reason": a.get("reason"),
+                "errors": errors,
+            }
+        )
+    return out
+
+
+def counts(study: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Trials per state, tasks sent (attempts, as the orchestrator counts), reuse."""
+    by_state = {s: sum(1 for r in records if r["state"] == s) for s in set(STATES.values())}
+    sent = {"measure": 0, "train": 0}
+    for t in study.get_trials(deepcopy=False):
+        for kind in sent:
+            task = t.user_attrs.get(f"{kind}_task")
+            if task:
+                sent[kind] += int(task["attempt"])
+    return {
+        "trials": len(records),
+        **by_state,
+        "duplicates": sum(1 for r in records if r["duplicate_of"]),
+        "tasks_sent": sent,
+        "measurements_reused": sum(1 for r in records if r["cached"]),
+        "front": sum(1 for r in records if r["on_front"]),
+    }
+
+
+# --- hypervolume ------------------------------------------------------------------------------
+
+
+def hypervolume(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    budget_ms: float | None,
+    reference: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Hypervolume of the feasible complete trials after each trial number (module docstring)."""
+    from hpc2edge.search.objectives import hypervolume_2d
+
+    points = {
+        r["trial"]: (float(r["val_mse"]), float(r["latency_ms"]))
+        for r in records
+        if r["state"] == "complete" and r["feasible"] and r["val_mse"] is not None
+    }
+    if reference is not None:
+        rule = "given with --hv-reference"
+    elif points:
+        worst_mse = max(p[0] for p in points.values())
+        worst_ms = max(p[1] for p in points.values())
+        if budget_ms is not None:
+            reference = (HV_MARGIN * worst_mse, float(budget_ms))
+            rule = f"{HV_MARGIN:g} x the worst val MSE of the feasible trials; the latency budget"
+        else:
+            reference = (HV_MARGIN * worst_mse, HV_MARGIN * worst_ms)
+            rule = f"{HV_MARGIN:g} x the worst val MSE and the worst latency of the feasible trials"
+    else:
+        return {"reference": None, "rule": "no feasible complete trial", "series": [], "final": 0.0}
+    series = []
+    done: list[tuple[float, float]] = []
+    for r in sorted(records, key=lambda r: r["trial"]):
+        if r["trial"] in points:
+            done.append(points[r["trial"]])
+        series.append({"trial": r["trial"], "hypervolume": hypervolume_2d(done, reference)})
+    return {
+        "reference": {"val_mse": reference[0], "latency_ms": reference[1]},
+        "rule": rule,
+        "unit": "val MSE x ms",
+        "series": series,
+        "final": series[-1]["hypervolume"] if series else 0.0,
+    }
+
+
+# --- measurement context ----------------------------------------------------------------------
+
+_DEVICE_FIELDS = (
+    "hostname", "device_model", "cpu_model", "machine", "cpu_count", "memory_total_bytes",
+    "platform", "python", "l4t_release", "jetpack_version", "nvpmodel", "jetson_clocks",
+)  # fmt: skip
+
+
+def measurement_context(
+    attrs: Sequence[Mapping[str, Any]], store: Any | None, batch_size: int | None
+) -> dict[str, Any]:
+    """Devices and measurement contexts of the measurements the trials (and baseline) used.
+
+    With a store, from each stored ``LatencyResult`` (full fingerprints, protocol, versions,
+    power mode); without one, from the summaries in the trials' attributes.
+    """
+    from hpc2edge.store.measurements import DeviceContext
+
+    ids: dict[str, set[int]] = {}
+    for a in attrs:
+        mid = (a.get("latency") or {}).get("measurement_id")
+        if mid is not None and a.get("arch_id"):
+            ids.setdefault(str(a["arch_id"]), set()).add(int(mid))
+    if store is None:
+        groups: dict[str, dict[str, Any]] = {}
+        for a in attrs:
+            lat = a.get("latency") or {}
+            if not lat:
+                continue
+            ctx = {
+                "device": lat.get("device"),
+                "backend": lat.get("backend"),
+                "precision": lat.get("precision"),
+                "batch_size": lat.get("batch_size", batch_size),
+                "worker": lat.get("worker"),
+            }
+            g = groups.setdefault(json.dumps(ctx, sort_keys=True), {**ctx, "measurements": 0})
+            g["measurements"] += 1
+        return {"source": "trials", "devices": [], "contexts": list(groups.values())}
+    devices: dict[str, dict[str, Any]] = {}
+    contexts: dict[str, dict[str, Any]] = {}
+    for arch_id, wanted in sorted(ids.items()):
+        for m in store.measurements(arch_id):
+            if m.id not in wanted:
+                continue
+            r = m.results
+            device = r.get("device") or {}
+            dc = DeviceContext.from_fingerprints(device, r.get("backend_fingerprint") or {})
+            d = devices.setdefault(
+                dc.device_key,
+                {
+                    "device_key": dc.device_key,
+                    **{k: device.get(k) for k in _DEVICE_FIELDS},
+                    "versions": device.get("versions") or {},
+                    "measurements": 0,
+                },
+            )
+            d["measurements"] += 1
+            ctx = {
+                "device": dc.name,
+                "device_key": dc.device_key,
+                "backend": r.get("backend"),
+                "backend_fingerprint": r.get("backend_fingerprint") or {},
+                "precision": r.get("precision"),
+                "batch_size": m.batch_size,
+                "protocol": r.get("protocol") or {},
+                "power_mode": json.loads(dc.power_mode) if dc.power_mode else None,
+                "versions": device.get("versions") or {},
+            }
+            g = contexts.setdefault(
+                json.dumps(ctx, sort_keys=True, default=str),
+                {**ctx, "measurements": 0, "throttled": 0},
+            )
+            g["measurements"] += 1
+            g["throttled"] += bool((r.get("throttle") or {}).get("throttled"))
+    return {
+        "source": "store",
+        "devices": list(devices.values()),
+        "contexts": list(contexts.values()),
+    }
+
+
+# --- the whole report -------------------------------------------------------------------------
+
+
+def collect(
+    study: Any,
+    store: Any | None = None,
+    *,
+    storage: str = "",
+    store_note: str = "",
+    hv_reference: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Every number of the report, JSON-able (see the module docstring)."""
+    ua = study.user_attrs
+    search = ua.get("search") or {}
+    objective = search.get("objective") or {}
+    baseline = ua.get("baseline")
+    front = front_rows(study, baseline)
+    records = trial_records(study, {int(r["trial"]) for r in front})
+    base_row = None
+    if baseline:
+        keys = list(front[0]["key_params"]) if front else key_param_names([baseline.get("spec")])
+        base_row = {
+            **model_row(baseline, baseline, trial=None, key_params=keys),
+            "state": baseline.get("state"),
+            "reason": baseline.get("reason"),
+        }
+    attrs = [t.user_attrs for t in study.get_trials(deepcopy=False)] + (
+        [baseline] if baseline else []
+    )
+    return {
+        "format": REPORT_FORMAT,
+        "study": study.study_name,
+        "storage": mask_url(storage),
+        "generated_unix_s": round(time.time(), 3),
+        "search": search,
+        "search_id": ua.get("search_id"),
+        "plan": ua.get("plan"),
+        "objective": objective.get("name"),
+        "latency_budget_ms": objective.get("latency_budget_ms"),
+        "counts": counts(study, records),
+        "baseline": base_row,
+        "front": front,
+        "trials": records,
+        "hypervolume": hypervolume(
+            records, budget_ms=objective.get("latency_budget_ms"), reference=hv_reference
+        ),
+        "measurement_context": {
+            **measurement_context(attrs, store, search.get("batch_size")),
+            "note": store_note,
+        },
+    }
+
+
+def load(
+    study_name: str, url: str, store_url: str | None, *, store_required: bool = False
+) -> tuple[Any, Any | None, str]:
+    """(study, measurement store or None, a note on the store) for a report.
+
+    Raises:
+        StudyStorageError: no storage at ``url``, no study of that name in it, or (when
+            ``store_required``) no measurement store at ``store_url``.
+    """
+    import optuna
+
+    storage = open_storage(url)
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    if study_name not in names:
+        raise StudyStorageError(
+            f"no study {study_name!r} in {mask_url(url)} (studies: {', '.join(names) or 'none'})"
+        )
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if store_url is None:
+        return study, None, "no measurement store given"
+    from hpc2edge.store.measurements import MeasurementStore, StoreError
+
+    path = Path(store_url.removeprefix("sqlite:///"))
+    if store_url.startswith("sqlite:///") and not path.is_file():
+        if store_required:
+            raise StudyStorageError(f"no measurement store at {path}")
+        return study, None, f"no measurement store at {path}: context from the trials only"
+    try:
+        return study, MeasurementStore(store_url), ""
+    except StoreError as exc:
+        if store_required:
+            raise
+        return study, None, f"{exc}: context from the trials only"
+
+
+def write(report: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    """``report.json``, the PNGs and ``report.html`` in ``out``; returns their paths."""
+    from hpc2edge.report import render as report_render
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = report_render.write(report, out)
+    path = out / "report.json"
+    path.write_text(dumps(report) + "\n")
+    return {"json": path, **files}
+
+
+def dumps(report: Mapping[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=True, allow_nan=False, default=str)
+
+
+__all__ = [
+    "REPORT_FORMAT",
+    "collect",
+    "front_rows",
+    "hypervolume",
+    "key_param_names",
+    "load",
+    "measurement_context",
+    "model_row",
+    "ratios",
+    "trial_records",
+    "write",
+]
