@@ -21,6 +21,8 @@ QUEUE_TRAIN = "train"
 QUEUE_EDGE = "edge"
 QUEUES = (QUEUE_TRAIN, QUEUE_EDGE)
 ROLE_OF_QUEUE = {QUEUE_TRAIN: HPC, QUEUE_EDGE: EDGE}  # the worker role that serves each queue
+#: Tasks that go to one queue only (``hpc2edge.ping`` goes to any).
+QUEUE_OF_TASK = {"hpc2edge.train": QUEUE_TRAIN, "hpc2edge.measure": QUEUE_EDGE}
 WORKER_ROLES = tuple(ROLE_OF_QUEUE.values())
 
 TASK_SIGNERS = (ORCHESTRATOR,)  # whose signed tasks workers run

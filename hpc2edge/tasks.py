@@ -29,6 +29,7 @@ from celery import Task, shared_task
 import hpc2edge
 from hpc2edge.config import Settings
 from hpc2edge.errors import MeasurementError, as_result
+from hpc2edge.roles import QUEUE_EDGE
 from hpc2edge.transport.app import train_limits_s
 from hpc2edge.util.versions import versions
 
@@ -80,7 +81,7 @@ def ping(self: Task) -> dict[str, Any]:
     info = self.request.delivery_info or {}
     queue = info.get("routing_key") or info.get("queue")
     answer = describe_worker(self.request.hostname or socket.gethostname(), queue)
-    if queue == "edge":
+    if queue == QUEUE_EDGE:
         from hpc2edge.latency import telemetry
 
         settings: Settings = self.app.settings

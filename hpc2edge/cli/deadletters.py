@@ -9,13 +9,14 @@ from dataclasses import asdict
 import click
 
 from hpc2edge.cli.context import command_settings, print_json
+from hpc2edge.roles import QUEUES
 
 
 @click.command("dead-letters")
 @click.option(
     "--queue",
     "queues",
-    type=click.Choice(["edge", "train"]),
+    type=click.Choice(QUEUES),
     multiple=True,
     help="Only this queue (repeatable; default: both).",
 )
@@ -37,7 +38,6 @@ def dead_letters_cmd(
     characters. Needs a role that can read hpc2edge:dead:* (orchestrator, monitor or admin).
     """
 
-    from hpc2edge.roles import QUEUES
     from hpc2edge.transport import broker, deadletters
 
     chosen = list(queues) or list(QUEUES)

@@ -7,6 +7,7 @@ from dataclasses import asdict
 import click
 
 from hpc2edge.cli.context import command_settings, print_json
+from hpc2edge.roles import QUEUES
 
 
 @click.command("up")
@@ -84,7 +85,7 @@ def status_cmd(ctx: click.Context, as_json: bool, timeout_s: float) -> None:
 
 
 @click.command("ping")
-@click.option("--queue", type=click.Choice(["edge", "train"]), required=True)
+@click.option("--queue", type=click.Choice(QUEUES), required=True)
 @click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the worker's whole answer.")
 @click.pass_context

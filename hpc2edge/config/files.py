@@ -87,4 +87,3 @@ def _reason(exc: BaseException) -> str:
             "of `hpc2edge tls init`, not the ECDSA TLS ones"
         )
     return str(exc)
-

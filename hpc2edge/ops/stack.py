@@ -32,7 +32,7 @@ from hpc2edge.config.derived import absolute, role_config_path
 from hpc2edge.errors import StackError
 from hpc2edge.ops import flower, localbroker
 from hpc2edge.pki import ca
-from hpc2edge.roles import ADMIN, QUEUES, ROLE_OF_QUEUE, ROLES
+from hpc2edge.roles import ADMIN, QUEUE_EDGE, QUEUES, ROLE_OF_QUEUE, ROLES
 from hpc2edge.transport import probes
 from hpc2edge.util import filemodes, procs
 
@@ -61,7 +61,7 @@ def worker_argv(queue: str) -> list[str]:
         "--without-mingle",
         "--without-gossip",
     ]
-    if queue == "edge":
+    if queue == QUEUE_EDGE:
         argv += ["--pool", "solo"]
     return argv
 

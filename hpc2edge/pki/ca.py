@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc2edge.errors import TLSError
-from hpc2edge.roles import RESULT_SIGNERS, ROLES, SIGNING_ROLES, TASK_SIGNERS
+from hpc2edge.roles import EDGE, RESULT_SIGNERS, ROLES, SIGNING_ROLES, TASK_SIGNERS
 from hpc2edge.util.files import write_private
 
 SIGNING_RSA_BITS = 3072  # ~128-bit security, like P-256; RSA because Celery's auth needs it
@@ -374,8 +374,8 @@ def add_device(directory: str | os.PathLike[str], name: str, *, force: bool = Fa
     trusted = signers_dir(d, "results") / signing.cert.name
     _refuse_existing([d / f"{stem}.pem", d / f"{stem}-key.pem", signing.cert, signing.key], force)
     ca = _load_ca(d)
-    issued = _issue(d, stem, ca, f"edge:{name}", "edge")
-    _issue_signing(d, stem, ca, f"edge:{name}", "edge")
+    issued = _issue(d, stem, ca, f"{EDGE}:{name}", EDGE)
+    _issue_signing(d, stem, ca, f"{EDGE}:{name}", EDGE)
     trusted.parent.mkdir(parents=True, exist_ok=True)
     trusted.write_bytes(signing.cert.read_bytes())
     return issued

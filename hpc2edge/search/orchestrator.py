@@ -47,6 +47,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpc2edge.errors import BrokerError, Hpc2EdgeError
+from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN
 from hpc2edge.search import candidate as cand
 from hpc2edge.search.dispatch import Dispatcher, Outcome
 from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, native_constraints
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 BASELINE = "baseline"
 LEASE_ATTR = "orchestrator_lease"
 LEASE_STALE_S = 60.0
-QUEUE_OF = {"measure": "edge", "train": "train"}
+QUEUE_OF = {"measure": QUEUE_EDGE, "train": QUEUE_TRAIN}
 
 
 class SearchError(Hpc2EdgeError):
@@ -245,7 +246,7 @@ class Orchestrator:
             self._start_baseline()
         if self._parallel == 0:
             live = self.dispatcher.workers()
-            self._parallel = max(2, live.get("edge", 0) + live.get("train", 0))
+            self._parallel = max(2, live.get(QUEUE_EDGE, 0) + live.get(QUEUE_TRAIN, 0))
         probe = self.dispatcher.probe_edge(timeout_s=5.0)
         if probe and isinstance(probe.get("measurement"), dict):
             m = probe["measurement"]

@@ -51,7 +51,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from hpc2edge.config import Settings, load_settings
-from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN, QUEUES
+from hpc2edge.roles import QUEUE_OF_TASK, QUEUES
 from hpc2edge.transport import intake, liveness, signing, taskids
 from hpc2edge.transport.tls import ssl_options
 from hpc2edge.util import filemodes
@@ -59,10 +59,7 @@ from hpc2edge.util import filemodes
 # A worker started by hand (`celery -A hpc2edge worker`) creates its files 0600 too.
 filemodes.connect_celery_signals()
 
-TASK_ROUTES = {
-    "hpc2edge.train": {"queue": QUEUE_TRAIN},
-    "hpc2edge.measure": {"queue": QUEUE_EDGE},
-}
+TASK_ROUTES = {task: {"queue": queue} for task, queue in QUEUE_OF_TASK.items()}
 TASK_MODULES = ["hpc2edge.tasks"]
 
 

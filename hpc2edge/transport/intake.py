@@ -38,7 +38,7 @@ from celery.worker.consumer.consumer import Consumer as CeleryConsumer
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
-from hpc2edge.roles import ROLE_OF_QUEUE
+from hpc2edge.roles import QUEUE_OF_TASK, ROLE_OF_QUEUE
 from hpc2edge.transport import deadletters, envelope
 
 log = logging.getLogger("hpc2edge.intake")
@@ -50,8 +50,6 @@ POLICY_OPTION = "hpc2edge_intake"
 REDELIVERIES_SUFFIX = ":redelivered"
 #: Deliveries after the first that a message may have; the next one is quarantined.
 MAX_REDELIVERIES = 1
-#: Tasks that must come from one queue only (others, such as ``hpc2edge.ping``, go anywhere).
-QUEUE_OF_TASK = {"hpc2edge.train": "train", "hpc2edge.measure": "edge"}
 
 
 @dataclass

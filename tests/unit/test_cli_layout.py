@@ -27,9 +27,13 @@ PROBE = """
 import json, sys
 from hpc2edge.cli import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "cli": sorted(m for m in sys.modules if
-m.startswith("hpc2edge.cli.")),
-                  "heavy": sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY))}))
+mine = [m for m in sys.modules if m.startswith("hpc2edge.")]
+print(json.dumps({
+    "code": code,
+    "cli": sorted(m for m in mine if m.startswith("hpc2edge.cli.")),
+    "parts": sorted({m.split(".")[1] for m in mine}),
+    "heavy": sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY)),
+}))
 """
 
 
@@ -71,13 +75,25 @@ def test_root_help_imports_no_command():
     assert seen["heavy"] == []
 
 
+# What any command's --help may load, and what a few also need for their option defaults.
+BASE = {"cli", "config", "errors", "roles", "util", "space"}
+ALSO = {
+    "report": {"report", "search"},
+    "dashboard": {"ops", "search"},
+    "monitor": {"ops", "transport"},
+    "k8s": {"ops", "transport"},
+}
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_a_subcommands_help_imports_only_its_own_module(name):
+def test_a_subcommands_help_imports_only_its_own_part_of_the_tree(name):
     seen = _probe(name, "--help")
     assert seen["code"] == 0
     own = f"hpc2edge.cli.{COMMANDS[name].module}"
     assert set(seen["cli"]) <= {"hpc2edge.cli.root", "hpc2edge.cli.context", own}, seen["cli"]
     assert own in seen["cli"]
+    assert set(seen["parts"]) - BASE <= ALSO.get(name, set()), seen["parts"]
+    assert seen["heavy"] == []
 
 
 def test_an_unknown_command_is_a_usage_error():
@@ -115,7 +131,8 @@ def test_edge_only_install_runs_celery_with_the_app(tmp_path):
         "    main()\n"
         "except SystemExit as exc:\n"
         "    assert exc.code in (0, None), exc.code\n"
-        "import hpc2edge.celery, hpc2edge.tasks\n"
+        "assert 'hpc2edge.transport.app' in sys.modules  # -A hpc2edge loaded the app\n"
+        "import hpc2edge.celery, hpc2edge.tasks  # what a worker imports at start\n"
         f"heavy = {{m.split('.')[0] for m in sys.modules}} & set({blocker.HEAVY!r})\n"
         "assert not heavy, heavy\n"
         "print('ok')\n"
