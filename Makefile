@@ -8,9 +8,9 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 EXTRAS ?= data,train,edge,search,postgres,monitor,dev
 
-.PHONY: setup redis-server demo test test-unit test-integration lint format bench clean
+.PHONY: setup redis-server postgresql demo test test-unit test-integration lint format bench clean
 
-setup: $(VENV)/.installed redis-server
+setup: $(VENV)/.installed redis-server postgresql
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,22 @@ redis-server:
 	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
 	else \
 	  echo "redis-server not found: install redis-server >= 7.0 (built with TLS) and rerun"; exit 1; \
+	fi
+
+# PostgreSQL (initdb, postgres) for the measurement store's tests, which start a server of their
+# own on a free port: found on PATH, by pg_config or in Debian's /usr/lib/postgresql/*/bin (off
+# PATH); otherwise installed like redis-server, or say what to install.
+postgresql:
+	@for bin in "$$(command -v initdb 2>/dev/null | xargs -r dirname)" \
+	  "$$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do \
+	  [ -n "$$bin" ] && [ -x "$$bin/initdb" ] && [ -x "$$bin/postgres" ] && exit 0; \
+	done; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else \
+	  echo "PostgreSQL not found: install it (initdb and postgres, >= 13) and rerun"; exit 1; \
 	fi
 
 # The whole mission on this machine: synthetic data, the local stack, a search, the front, down.

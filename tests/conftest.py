@@ -141,3 +141,21 @@ def workers(broker_stack: Stack) -> Iterator[Workers]:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A PostgreSQL server of the session's own on a free loopback port (tests/support/postgres).
+
+    Skipped with the reason when PostgreSQL is not installed or cannot run here; under CI
+    (``CI`` set) that fails instead, as a missing redis-server does.
+    """
+    from tests.support import postgres
+
+    try:
+        with postgres.server() as srv:
+            yield srv
+    except postgres.Unavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"no PostgreSQL server for the tests: {exc}")
+        pytest.skip(f"no PostgreSQL server for the tests: {exc}")

@@ -12,13 +12,19 @@ class MemoryArtifactStore(ArtifactStore):
 
     For tests and single-process demos. It passes the same contract suite as the real stores
     (:mod:`hpc2edge.testing.artifacts`), so code tested against it behaves the same on them.
-    :meth:`corrupt` damages a stored blob in place, for tests of verification.
+    :meth:`corrupt` damages a stored blob in place, for tests of verification. A store made with
+    ``shared_with=other`` sees ``other``'s blobs under its own cap, as two roles see one Redis.
     """
 
-    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, *, max_bytes: int = DEFAULT_MAX_BYTES, shared_with: MemoryArtifactStore | None = None
+    ) -> None:
         super().__init__(max_bytes=max_bytes)
-        self._blobs: dict[str, bytes] = {}
-        self._lock = threading.Lock()
+        if shared_with is None:
+            self._blobs: dict[str, bytes] = {}
+            self._lock = threading.Lock()
+        else:
+            self._blobs, self._lock = shared_with._blobs, shared_with._lock
 
     def __repr__(self) -> str:
         return f"MemoryArtifactStore({len(self._blobs)} blobs)"
