@@ -23,11 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN
 from hpc2edge.store.artifacts import ArtifactStore
 from hpc2edge.transport.taskids import queue_of
 
 KINDS = ("measure", "train")
-KIND_OF_QUEUE = {"edge": "measure", "train": "train"}
+KIND_OF_QUEUE = {QUEUE_EDGE: "measure", QUEUE_TRAIN: "train"}
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,12 @@ class InlineDispatcher(Dispatcher):
     def forget(self, task_id: str) -> None:
         self._done.pop(task_id, None)
 
+    def drop_pending(self) -> None:
+        """Lose every task submitted and not yet run, as a broker that never got the messages
+        would (an orchestrator killed mid-send): later polls of them answer ``None``. ``sent``
+        keeps them."""
+        self._pending.clear()
+
     def count(self, kind: str) -> int:
         return sum(1 for k, _, _ in self.sent if k == kind)
 
@@ -343,7 +350,7 @@ class CeleryDispatcher(Dispatcher):
         from hpc2edge.transport import probes
 
         try:
-            answer = probes.ping(self.settings, "edge", timeout_s=timeout_s)
+            answer = probes.ping(self.settings, QUEUE_EDGE, timeout_s=timeout_s)
         except Hpc2EdgeError:
             return None
         return answer

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _run(python, cwd, env, *args, timeout=120):
     return subprocess.run(
-        [python, "-m", "hpc2edge.cli.root", *args],
+        [python, "-m", "hpc2edge.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -1,6 +1,6 @@
 """Flower as the ``monitor`` role, against the real TLS broker and real workers.
 
-Started as users start it: ``hpc2edge --config conf/flower.toml monitor --port P`` (which execs
+Started as users start it: ``hpc2edge --config conf/monitor.toml monitor --port P`` (which execs
 ``celery -A hpc2edge flower`` with the password in ``FLOWER_BASIC_AUTH``), and a bare
 ``celery -A hpc2edge flower`` with no credentials given at all.
 """
@@ -71,11 +71,22 @@ def _port_is_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _port_freed(port: int, timeout_s: float = 30.0) -> bool:
+    """Whether ``port`` stops accepting connections within ``timeout_s`` (polled: on a loaded
+    machine the kernel may take a moment after the process is gone)."""
+    deadline = time.monotonic() + timeout_s
+    while not _port_is_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 @pytest.fixture(scope="module")
 def flower(broker_stack: Stack, workers) -> Iterator[Flower]:
     port = net.free_port()
     config = derived.role_config_path(broker_stack.settings, "monitor")
-    argv = [sys.executable, "-m", "hpc2edge.cli.root", "--config", str(config), "monitor"]
+    argv = [sys.executable, "-m", "hpc2edge.cli", "--config", str(config), "monitor"]
     argv += ["--port", str(port)]
     record = procs.spawn(
         "flower-test",
@@ -219,7 +230,7 @@ def test_monitor_role_sees_workers_but_not_other_roles_keys(broker_stack, worker
             conn.default_channel.qos.restore_visible()
     finally:
         app.close()
-    st = stack.status(broker_stack.as_role("monitor"), timeout_s=3.0)
+    st = stack.status(broker_stack.as_role("monitor"), timeout_s=10.0)  # a bound, not a wait
     assert "edge@test" in st.workers["edge"] and "train@test" in st.workers["train"]
     with broker.client(broker_stack.as_role("monitor")) as c:
         for key in ("hpc2edge:unacked:hpc", "hpc2edge:unacked:edge", "hpc2edge:artifact:x"):
@@ -270,4 +281,4 @@ def test_bare_celery_flower_turns_auth_on_and_binds_loopback(broker_stack, worke
     assert f"Visit me at http://127.0.0.1:{port}" in log
     assert "basic auth on" in log and password not in log
     assert not procs.alive(record)
-    assert _port_is_free(port)
+    assert _port_freed(port), f"port {port} still accepts connections after Flower stopped"

@@ -49,7 +49,7 @@ def test_side_effect_task_runs_only_on_the_queue_it_was_sent_to(broker_stack, wo
 
 
 def test_status_counts_workers_and_queue_depths(broker_stack, workers):
-    st = stack.status(broker_stack.settings, timeout_s=2.0)
+    st = stack.status(broker_stack.settings, timeout_s=10.0)  # connect bound, not a wait
     assert st.reachable
     assert st.tls_version in ("TLSv1.2", "TLSv1.3")
     assert "edge@test" in st.workers["edge"]

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +88,36 @@ def executed(log: str | Path, kind: str, since: int = 0) -> list[str]:
     return re.findall(rf"Task hpc2edge\.{kind}\[([^\]]+)\] succeeded", text)
 
 
-def test_search_over_the_broker_completes_and_counts_agree(broker_stack, workers, data, urls):
+@dataclass
+class FirstStudy:
+    summary: dict[str, Any]
+    study: Any
+    measured: list[str]  # measure task ids the edge worker's log says it ran during the study
+    trained: list[str]
+
+
+@pytest.fixture(scope="module")
+def first_study(broker_stack, workers, data, urls) -> FirstStudy:
+    """The study "e2e" over the broker, run once per module for every test that needs it."""
     since = {"edge": mark(workers.edge.log), "train": mark(workers.train.log)}
     summary, study = run_search(
         broker_stack.settings, study_name="e2e", data=data, trials=4, progress=False,
         **urls, **OPTIONS,
     )  # fmt: skip
+    return FirstStudy(
+        summary=summary,
+        study=study,
+        measured=executed(workers.edge.log, "measure", since["edge"]),
+        trained=executed(workers.train.log, "train", since["train"]),
+    )
+
+
+def test_search_over_the_broker_completes_and_counts_agree(first_study):
+    summary, study = first_study.summary, first_study.study
     assert summary["trials"] == 4
     assert summary["failed"] == 0, [t.user_attrs.get("reason") for t in study.trials]
     assert summary["front"], "a finished search has a non-empty front"
-    measured = executed(workers.edge.log, "measure", since["edge"])
-    trained = executed(workers.train.log, "train", since["train"])
+    measured, trained = first_study.measured, first_study.trained
     assert len(measured) == summary["tasks_sent"]["measure"]
     assert len(trained) == summary["tasks_sent"]["train"] == summary["complete"]
     for t in study.trials:
@@ -109,9 +128,11 @@ def test_search_over_the_broker_completes_and_counts_agree(broker_stack, workers
         assert t.values == [a["val_mse"], a["latency_ms"]]
 
 
-def test_second_study_reuses_measurements(broker_stack, workers, data, urls):
-    # Same sampler and seed as the first test's study: the same networks are asked for. The
-    # device context comes from pinging the edge queue before anything is sent.
+def test_second_study_reuses_measurements(broker_stack, workers, data, urls, first_study):
+    # Same sampler and seed as the first study (the ``first_study`` fixture, which fills the
+    # measurement store): the same networks are asked for. The device context comes from
+    # pinging the edge queue before anything is sent.
+    assert first_study.summary["tasks_sent"]["measure"] > 0, "the store was filled by measuring"
     since = mark(workers.edge.log)
     summary, _ = run_search(
         broker_stack.settings, study_name="e2e-again", data=data, trials=4, progress=False,
@@ -182,7 +203,7 @@ def test_resume_after_sigkill(broker_stack, workers, data, urls, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPC2EDGE_")}
     env["HPC2EDGE_CONFIG"] = str(config)
     argv = [
-        sys.executable, "-m", "hpc2edge.cli.root", "search", "--study", "e2e-resume",
+        sys.executable, "-m", "hpc2edge.cli", "search", "--study", "e2e-resume",
         "--data", str(data), "--trials", "4", "--storage", urls["storage_url"],
         "--sampler", "random", "--seed", "31", "--parallel", "2", "--protocol", "quick",
         "--epochs", "1", "--lr", "0.01", "--engine", "single", "--frames", "8", "--size", "41",

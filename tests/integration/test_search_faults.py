@@ -2,7 +2,10 @@
 task and the trial completes) and the broker down for 30 s (everyone reconnects, nothing is lost).
 
 Runs on its own broker with a short visibility timeout (Redis redelivers an unacknowledged task
-after it), so the session's broker and workers are not disturbed.
+after it), so the session's broker and workers are not disturbed. The visibility timeout must
+exceed the train time limit, and the tests wait for it after each kill; so the limit is as short
+as this machine allows: the training these searches send is first timed here (the same search
+over the in-process dispatcher), and the limit gives it several times that.
 """
 
 from __future__ import annotations
@@ -22,33 +25,82 @@ pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
 from hpc2edge.cli.search import run_search  # noqa: E402
+from hpc2edge.config import load_settings  # noqa: E402
 from hpc2edge.ops import localbroker  # noqa: E402
+from hpc2edge.search.dispatch import InlineDispatcher  # noqa: E402
+from hpc2edge.store.artifacts import DirectoryArtifactStore  # noqa: E402
+from hpc2edge.testing.fakes import FakeEdge  # noqa: E402
 from hpc2edge.testing.training import make_tiny_data  # noqa: E402
+from hpc2edge.training.service import train_request  # noqa: E402
+from hpc2edge.transport.app import train_limits_s  # noqa: E402
 from hpc2edge.util import procs  # noqa: E402
 from tests.conftest import Stack, own_broker, start_worker, wait_ready  # noqa: E402
 from tests.integration.test_search_e2e import OPTIONS, executed  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Short enough to wait for, long enough for a training on a busy 2-core machine.
-VISIBILITY_S = 60
+# A measurement of about 5 s (the quick protocol takes under a second on these tiny models), so
+# the kill lands while it runs; its worst case stays within the worker's 40 s limit.
+SLOW_MEASURE = {"warmup_min_s": 1.0, "warmup_min_runs": 3, "min_runs": 20, "min_time_s": 4.0,
+                "max_time_s": 6.0, "target_rel_ci": 0.0001, "cooldown_timeout_s": 1.0}  # fmt: skip
+FAULT_OPTIONS = {**OPTIONS, "parallel": 1, "epochs": 3, "protocol": SLOW_MEASURE}
+
+MEASURE_LIMIT_S = 40  # SLOW_MEASURE's worst case is well inside it
+TRAIN_LIMIT_MIN_S = 50  # on an idle 2-core machine: the training child gets 45 s of it
+HEADROOM = 4  # the training child's limit is at least this many times the timed training
+
+
+def _timed_training_s(tmp: Path) -> float:
+    """Seconds the training the fault searches send takes on this machine now.
+
+    The same search (options, seed, data) over the in-process dispatcher: the device is the
+    instant double, the training the real ``train_request`` a worker runs, in its child process.
+    """
+    data = tmp / "data"
+    make_tiny_data(data)
+    artifacts = DirectoryArtifactStore(tmp / "artifacts")
+    seconds: list[float] = []
+
+    def train(payload: dict[str, Any]) -> dict[str, Any]:
+        start = time.monotonic()
+        result = train_request(payload, state_dir=tmp / "state")
+        seconds.append(time.monotonic() - start)
+        return result
+
+    dispatcher = InlineDispatcher({"measure": FakeEdge(artifacts), "train": train}, artifacts)
+    summary, _ = run_search(
+        load_settings(environ={"HPC2EDGE_STATE_DIR": str(tmp / "state")}), study_name="fault",
+        data=data, trials=1, progress=False, dispatcher=dispatcher,
+        storage_url=f"sqlite:///{tmp / 'search.db'}", store_url=f"sqlite:///{tmp / 'm.db'}",
+        **FAULT_OPTIONS,
+    )  # fmt: skip
+    assert summary["complete"] == 1 and len(seconds) == 1, summary
+    return seconds[0]
+
+
+def train_limit_s(trained_s: float) -> int:
+    """The shortest worker train limit whose training child gets ``HEADROOM`` x ``trained_s``."""
+    limit = TRAIN_LIMIT_MIN_S
+    while train_limits_s(limit)[0] < HEADROOM * trained_s:
+        limit += 10
+    return limit
 
 
 @pytest.fixture(scope="module")
 def short_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    train_limit = train_limit_s(_timed_training_s(tmp_path_factory.mktemp("fault-timing")))
     env = {
-        "HPC2EDGE_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
-        "HPC2EDGE_WORKER_TRAIN_TIME_LIMIT_S": "50",
-        "HPC2EDGE_WORKER_MEASURE_TIME_LIMIT_S": "40",
+        # Short enough to wait for, longer than the longest task (the settings insist).
+        "HPC2EDGE_BROKER_VISIBILITY_TIMEOUT_S": str(train_limit + 10),
+        "HPC2EDGE_WORKER_TRAIN_TIME_LIMIT_S": str(train_limit),
+        "HPC2EDGE_WORKER_MEASURE_TIME_LIMIT_S": str(MEASURE_LIMIT_S),
     }
     with own_broker(tmp_path_factory.mktemp("fault-stack"), env) as stack_:
         yield stack_
 
 
-# A measurement of about 5 s (the quick protocol takes under a second on these tiny models), so
-# the kill lands while it runs; its worst case stays within the worker's 40 s limit.
-SLOW_MEASURE = {"warmup_min_s": 1.0, "warmup_min_runs": 3, "min_runs": 20, "min_time_s": 4.0,
-                "max_time_s": 6.0, "target_rel_ci": 0.0001, "cooldown_timeout_s": 1.0}  # fmt: skip
+def visibility_s(stack_: Stack) -> int:
+    return stack_.settings.broker.visibility_timeout_s
 
 
 @pytest.mark.parametrize("kind", ["train", "measure"])
@@ -68,7 +120,7 @@ def test_worker_killed_mid_task_is_redelivered_and_the_trial_completes(
             "storage_url": f"sqlite:///{tmp_path / 'search.db'}",
             "store_url": f"sqlite:///{tmp_path / 'm.db'}",
         }
-        options = {**OPTIONS, "parallel": 1, "epochs": 3, "protocol": SLOW_MEASURE}
+        options = FAULT_OPTIONS
 
         def search() -> None:
             try:
@@ -93,7 +145,7 @@ def test_worker_killed_mid_task_is_redelivered_and_the_trial_completes(
         os.killpg(os.getpgid(victim.pid), signal.SIGKILL)
         replacement = start_worker(short_stack, queue, f"{queue}2@{kind}-fault")
         wait_ready(short_stack, queue, replacement)
-        thread.join(timeout=VISIBILITY_S + 120)
+        thread.join(timeout=visibility_s(short_stack) + 120)
         assert not thread.is_alive(), "the search did not finish after the redelivery"
     finally:
         for record in (*first.values(), replacement):
@@ -147,7 +199,7 @@ def test_broker_restart_mid_search_loses_nothing(short_stack: Stack, tmp_path: P
         time.sleep(30)
         assert thread.is_alive(), "the orchestrator must wait for the broker, not give up"
         localbroker.start(short_stack.settings)
-        thread.join(timeout=VISIBILITY_S + 240)
+        thread.join(timeout=visibility_s(short_stack) + 240)
         assert not thread.is_alive(), "the search did not finish after the broker came back"
     finally:
         procs.stop(edge)

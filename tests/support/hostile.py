@@ -40,7 +40,8 @@ def envelope(
     with kombu.Connection("memory://") as conn:
         producer = conn.Producer()
         app.amqp.send_task_message(producer, name, message, queue=app.amqp.queues[queue], **options)
-        found: dict[str, Any] = producer.channel._get(queue)
+        # The raw envelope as the transport stores it (what a Redis list would hold).
+        found: dict[str, Any] = producer.channel.basic_get(queue, no_ack=True).serializable()
     return found
 
 

@@ -169,7 +169,8 @@ def test_torch_dataset_and_dataloader_workers(tmp_path):
     assert train.train
     torch.manual_seed(0)
     first = [train[i][0] for i in range(len(train))]
-    torch.manual_seed(0)
-    train._rng = None
+    torch.manual_seed(1)  # another seed (a DataLoader worker's) draws from another generator
+    train[0]
+    torch.manual_seed(0)  # and the first seed starts the first generator over
     again = [train[i][0] for i in range(len(train))]
     assert all(torch.equal(a, b) for a, b in zip(first, again))

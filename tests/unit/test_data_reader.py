@@ -199,8 +199,10 @@ def test_forked_and_unpickled_readers_reopen(v10):
     pid, value = queue.get(timeout=30)
     child.join(timeout=30)
     assert pid != os.getpid() and value == pytest.approx(expected)
+    # The parent holds an open h5py file, which cannot be pickled: dumps succeeding shows the
+    # reader travels without its handles, and the clone opens the file again to read.
     clone = pickle.loads(pickle.dumps(reader))
-    assert clone._handles == {} and clone.sample(1)[0].sum().item() == pytest.approx(expected)
+    assert clone.sample(1)[0].sum().item() == pytest.approx(expected)
     reader.close()
     assert reader.sample(1)[0].sum().item() == pytest.approx(expected)  # reopens
 

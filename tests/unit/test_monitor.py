@@ -119,7 +119,7 @@ def test_monitor_command_says_when_the_broker_is_unreachable(local, tmp_path):
     env["HPC2EDGE_BROKER_CONNECT_TIMEOUT_S"] = "2"
     config = derived.role_config_path(local, "monitor")
     out = subprocess.run(
-        [sys.executable, "-m", "hpc2edge.cli.root", "--config", str(config), "monitor"],
+        [sys.executable, "-m", "hpc2edge.cli", "--config", str(config), "monitor"],
         env=env,
         capture_output=True,
         text=True,

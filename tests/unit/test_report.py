@@ -1,7 +1,7 @@
 """``hpc2edge report`` and ``hpc2edge dashboard`` on a study finished here.
 
 The study is real (Optuna on SQLite, the measurement store, ONNX export) and run by the
-orchestrator over the inline dispatcher with the doubles of ``tests/support/search.py``: pareto
+orchestrator over the inline dispatcher with the doubles of ``hpc2edge.testing.fakes``: pareto
 with a latency budget (some trials pruned), the baseline on, one training that fails with a
 reason full of HTML. The tests read the page back (its tables carry every number unrounded in
 ``data-value``) and compare it with the study's attributes, with ratios recomputed here.
@@ -38,8 +38,8 @@ from hpc2edge.space import get_space  # noqa: E402
 from hpc2edge.space.base import ArchSpec, TrainingHParams  # noqa: E402
 from hpc2edge.store.artifacts import DirectoryArtifactStore  # noqa: E402
 from hpc2edge.store.measurements import MeasurementStore  # noqa: E402
+from hpc2edge.testing.fakes import FakeClock, FakeEdge, FakeTrainer  # noqa: E402
 from hpc2edge.util.net import free_port  # noqa: E402
-from tests.support.search import FakeClock, FakeEdge, FakeTrainer  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -442,7 +442,7 @@ def _start_dashboard(built: Built, host: str) -> tuple[subprocess.Popen[str], in
         [
             sys.executable,
             "-m",
-            "hpc2edge.cli.root",
+            "hpc2edge.cli",
             "dashboard",
             "--storage",
             built.url,
@@ -471,10 +471,10 @@ def _get_json(url: str, proc: subprocess.Popen[str], built: Built, timeout_s: fl
     while True:
         assert proc.poll() is None, proc.communicate()[1]
         try:
-            with urllib.request.urlopen(_authed(url, built), timeout=2) as r:
+            with urllib.request.urlopen(_authed(url, built), timeout=10) as r:
                 assert r.status == 200
                 return json.loads(r.read())
-        except (urllib.error.URLError, ConnectionError, FileNotFoundError):
+        except OSError:  # not up yet (URLError, no password file), or slow to answer: again
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -483,7 +483,7 @@ def _get_json(url: str, proc: subprocess.Popen[str], built: Built, timeout_s: fl
 def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
     proc.terminate()
     try:
-        return proc.communicate(timeout=10)
+        return proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.communicate()
@@ -495,10 +495,10 @@ def test_dashboard_serves_the_study(built: Built, host: str) -> None:
     proc, port = _start_dashboard(built, host)
     try:
         studies = _get_json(f"http://127.0.0.1:{port}/api/studies", proc, built)
-        with urllib.request.urlopen(_authed(f"http://127.0.0.1:{port}/", built), timeout=5) as r:
+        with urllib.request.urlopen(_authed(f"http://127.0.0.1:{port}/", built), timeout=30) as r:
             assert r.status == 200  # "/" redirects to the app's page
         with pytest.raises(urllib.error.HTTPError) as refused:  # basic auth: test_dashboard_auth
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=30)
         assert refused.value.code == 401
     finally:
         out, err = _stop(proc)

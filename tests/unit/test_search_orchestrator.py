@@ -1,5 +1,5 @@
 """The orchestrator over the inline dispatcher: real Optuna (SQLite), real measurement store, real
-ONNX export; the device and the trainer are the doubles in ``tests/support/search.py``.
+ONNX export; the device and the trainer are the doubles of :mod:`hpc2edge.testing.fakes`.
 
 The same scenarios over real Celery workers are in ``tests/integration/test_search_e2e.py``.
 """
@@ -33,7 +33,7 @@ from hpc2edge.space import get_space  # noqa: E402
 from hpc2edge.space.base import TrainingHParams  # noqa: E402
 from hpc2edge.store.artifacts import DirectoryArtifactStore  # noqa: E402
 from hpc2edge.store.measurements import MeasurementStore  # noqa: E402
-from tests.support.search import FakeClock, FakeEdge, FakeTrainer  # noqa: E402
+from hpc2edge.testing.fakes import FakeClock, FakeEdge, FakeTrainer  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -173,13 +173,13 @@ def test_second_study_reuses_stored_measurements(h: Harness) -> None:
 
 
 def _device() -> dict[str, Any]:
-    from tests.support.search import DEVICE
+    from hpc2edge.testing.fakes import DEVICE
 
     return DEVICE
 
 
 def _backend() -> dict[str, Any]:
-    from tests.support.search import BACKEND
+    from hpc2edge.testing.fakes import BACKEND
 
     return BACKEND
 
@@ -293,10 +293,11 @@ def test_resume_resends_a_task_recorded_but_maybe_not_sent(h: Harness) -> None:
     (trial,) = o.study.get_trials()
     task = trial.user_attrs["measure_task"]
     # Pretend the kill fell between recording the id and the send completing.
-    optuna.trial.Trial(o.study, trial._trial_id).set_user_attr(
-        "measure_task", {**task, "sent": False}
-    )
-    h.dispatcher._pending.clear()
+    storage = st.storage(h.url)
+    study_id = storage.get_study_id_from_name(o.study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.set_trial_user_attr(trial_id, "measure_task", {**task, "sent": False})
+    h.dispatcher.drop_pending()
     o.study.set_user_attr(LEASE_ATTR, None)
     o2 = h.orchestrator(trials=1, parallel=1)
     o2.run()

@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import pytest
 from celery import Celery
+from kombu.exceptions import ContentDisallowed
+from kombu.serialization import loads as kombu_loads
 from kombu.serialization import registry
 
 from hpc2edge.config import load_settings
@@ -15,6 +17,8 @@ from hpc2edge.pki import ca
 from hpc2edge.transport import signing
 
 pytestmark = pytest.mark.unit
+
+PICKLE = "application/x-python-serialize"
 
 
 def test_one_signing_identity_per_process(tmp_path):
@@ -29,7 +33,8 @@ def test_one_signing_identity_per_process(tmp_path):
         signing.install(app, edge)
         signing.install(app, edge)  # the same identity again: fine
         assert registry.name_to_type[signing.RESULT_SERIALIZER] == signing.RESULT_CONTENT_TYPE
-        assert "application/x-python-serialize" in registry._disabled_content_types  # pickle off
+        with pytest.raises(ContentDisallowed):  # pickle off: refused before any decoding
+            kombu_loads(b"never decoded", PICKLE, "binary")
         with pytest.raises(ConfigError, match="one signing identity"):
             signing.check(other)
         with pytest.raises(ConfigError, match="already signs"):

@@ -51,11 +51,78 @@ def test_init_writes_ca_server_and_one_cert_per_role(tmp_path):
     ]
 
 
+def _server_ctx(issued, trust):
+    """The broker's side of mutual TLS: its certificate, client certificates required."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(issued["server"].cert), str(issued["server"].key))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(str(trust["ca"].cert))
+    return ctx
+
+
+def _client_ctx(issued, trust, role="edge"):
+    """A role's side: verifies the server's chain and host name, presents the role certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    ctx.load_verify_locations(str(trust["ca"].cert))
+    ctx.load_cert_chain(str(issued[role].cert), str(issued[role].key))
+    return ctx
+
+
+def _handshake(server_ctx, client_ctx, server_hostname="localhost"):
+    """A real TLS handshake between two contexts over memory BIOs, then one record each way.
+
+    Raises what either end raises (``ssl.SSLError``), so a refused chain fails the call.
+    """
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_hostname)
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    pending = [client, server]
+    for _ in range(10):
+        for end in list(pending):
+            try:
+                end.do_handshake()
+                pending.remove(end)
+            except ssl.SSLWantReadError:
+                pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if not pending:
+            break
+    assert not pending, "the TLS handshake did not finish"
+    client.write(b"ping")
+    s_in.write(c_out.read())
+    assert server.read(4) == b"ping"
+    server.write(b"pong")
+    c_in.write(s_out.read())
+    assert client.read(4) == b"pong"
+    return client, server
+
+
 def test_python_ssl_accepts_the_chain(tmp_path):
     issued = pki.init(tmp_path)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(str(issued["ca"].cert))
-    ctx.load_cert_chain(str(issued["edge"].cert), str(issued["edge"].key))
+    for role in ROLES:
+        client, server = _handshake(_server_ctx(issued, issued), _client_ctx(issued, issued, role))
+        subject = dict(pair for rdn in server.getpeercert()["subject"] for pair in rdn)
+        assert subject["commonName"] == role  # the server saw the verified role certificate
+        assert ("DNS", "localhost") in client.getpeercert()["subjectAltName"]  # and the client
+
+
+def test_python_ssl_refuses_certificates_from_another_ca(tmp_path):
+    ours = pki.init(tmp_path / "ours")
+    other = pki.init(tmp_path / "other")
+    # A client that trusts our CA refuses a broker whose certificate another CA issued ...
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        _handshake(_server_ctx(other, other), _client_ctx(ours, ours))
+    # ... and our broker refuses a client certificate from another CA.
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        _handshake(_server_ctx(ours, ours), _client_ctx(other, ours))
+
+
+def test_python_ssl_refuses_a_server_name_outside_the_sans(tmp_path):
+    issued = pki.init(tmp_path)
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"[Hh]ostname mismatch"):
+        _handshake(_server_ctx(issued, issued), _client_ctx(issued, issued), "evil.example.org")
 
 
 def test_init_refuses_to_overwrite_without_force(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from hpc2edge.testing.training import make_tiny_data, tiny_request
 from hpc2edge.training.service import train_request
 
-pytestmark = [pytest.mark.unit, pytest.mark.slow]
+pytestmark = pytest.mark.slow  # not unit: DeepSpeed compiles an op and starts processes
 
 pytest.importorskip("deepspeed", reason="deepspeed is not installed (hpc2edge[train])")
 

@@ -22,7 +22,7 @@ from hpc2edge.training.result import TrainResult
 from hpc2edge.training.service import train_request
 from hpc2edge.training.worker_main import ENV_KILL_AFTER_STEPS
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.slow  # not unit: each test starts training processes
 
 DDP_REL_TOL = 1e-5
 
