@@ -9,7 +9,9 @@ and the CLI handle one family::
     ├── TLSError             certificates missing, unreadable, or refusing to be overwritten
     ├── BrokerError          the broker cannot be reached, refused us, or could not be started
     │   └── BrokerUnreachable    no connection at all (network, TLS handshake, authentication)
-    ├── StackError           the local stack (``hpc2edge up``) could not be started or stopped
+    ├── StackError           the local stack (``hpc2edge up``) or a local service (Flower, the
+    │                        dashboard) could not be started or stopped
+    ├── StudyStorageError    a study storage (or measurement store) to read is missing or unreadable
     ├── DataError            a dataset file is missing, unreadable or malformed (names file/group)
     ├── SpecError            an unknown search space or a malformed architecture spec
     ├── ExportError          ONNX export failed or does not match PyTorch
@@ -68,7 +70,11 @@ class BrokerUnreachable(BrokerError):
 
 
 class StackError(Hpc2EdgeError):
-    """The local single-machine stack could not be brought up or down."""
+    """The local single-machine stack, or a local service, could not be brought up or down."""
+
+
+class StudyStorageError(Hpc2EdgeError):
+    """The study storage (or measurement store) to read does not exist or cannot be opened."""
 
 
 class DataError(Hpc2EdgeError):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hpc2edge.cli.context import command_settings
-from hpc2edge.roles import ROLES
+from hpc2edge.roles import ADMIN, ROLES
 
 _DIR_OPTION = click.option(
     "--dir",
@@ -52,7 +52,7 @@ def broker_preload(ctx: click.Context) -> None:
     from hpc2edge.transport import broker
 
     settings = command_settings(ctx)
-    if settings.role != "admin":
+    if settings.role != ADMIN:
         raise click.UsageError(f"preload needs the admin role's config, not {settings.role!r}")
     with broker.client(settings) as c:
         loaded = localbroker.preload_scripts(c)

@@ -16,6 +16,7 @@ from hpc2edge.ops.k8s import (
     secret_data,
     server_names,
 )
+from hpc2edge.transport.flowerguard import DEFAULT_USER
 
 
 class _UsageProblem(click.ClickException):
@@ -45,7 +46,9 @@ def k8s_group() -> None:
     help="Folder of <user>.password and flower.password (default: `secrets` beside --dir).",
 )
 @click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True)
-@click.option("--flower-user", default="admin", show_default=True, help="Flower's basic-auth user.")
+@click.option(
+    "--flower-user", default=DEFAULT_USER, show_default=True, help="Flower's basic-auth user."
+)
 @click.option(
     "--create-passwords",
     is_flag=True,

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import click
 
-from hpc2edge.errors import MeasurementError
-
 
 def _ints(text: str, what: str) -> list[int]:
     try:
@@ -23,25 +21,6 @@ def _ints(text: str, what: str) -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise click.BadParameter(f"{what}: positive integers, got {text!r}")
     return values
-
-
-def model_input_shape(onnx_bytes: bytes) -> list[int]:
-    """The model's input shape without the batch axis, read with ONNX Runtime."""
-    from hpc2edge.latency.backends.onnxruntime import _ort
-
-    try:
-        session = _ort().InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT's own exception classes
-        raise MeasurementError(f"ONNX Runtime cannot load the model: {exc}") from None
-    (first, *rest) = session.get_inputs() or [None]
-    if first is None or rest:
-        raise MeasurementError("expected a model with exactly one input")
-    dims = first.shape[1:]
-    if not all(isinstance(d, int) and d > 0 for d in dims):
-        raise MeasurementError(
-            f"input {first.name!r} has dynamic dims {first.shape}: give --input-shape"
-        )
-    return [int(d) for d in dims]
 
 
 @click.command("measure")
@@ -104,6 +83,7 @@ def measure_cmd(
 ) -> None:
     """Measure MODEL (ONNX) here with the edge protocol; print the statistics per batch size."""
     from hpc2edge.latency import get_backend, telemetry
+    from hpc2edge.latency.backends.onnxruntime import model_input_shape
     from hpc2edge.latency.protocol import Protocol
 
     batches = _ints(batch_text, "--batch")

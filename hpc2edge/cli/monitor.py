@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from hpc2edge.config import load_settings
-from hpc2edge.ops.flower import DEFAULT_PORT, _exec, plan
+from hpc2edge.ops.flower import DEFAULT_PORT, exec_flower, plan
 from hpc2edge.transport.flowerguard import DEFAULT_ADDRESS, DEFAULT_USER
 from hpc2edge.util.net import is_loopback
 
@@ -67,4 +67,4 @@ def monitor_cmd(ctx: click.Context, port: int, address: str, user: str, read_onl
         )
     sys.stdout.flush()
     sys.stderr.flush()
-    _exec(launch.argv, launch.env)
+    exec_flower(launch.argv, launch.env)

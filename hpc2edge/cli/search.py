@@ -12,7 +12,6 @@ works on an edge device.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,61 +19,11 @@ from typing import Any
 import click
 
 from hpc2edge.cli.context import command_settings
-from hpc2edge.config import Settings, measurement_store_url, study_storage_url
+from hpc2edge.config import Settings, measurement_store_url
+from hpc2edge.search.run import run_search
 
 # Parameters of a search run, shared by `search` and `demo` and by bench/search.py.
 DEMO_PIN = {"frames": 8, "size": 41}
-
-
-class Progress:
-    """Prints a line per finished trial and, when counts change, a progress line (stderr)."""
-
-    def __init__(self, orchestrator: Any, *, stream: Any = None, every_s: float = 30.0) -> None:
-        self.o = orchestrator
-        self.stream = stream or sys.stderr
-        self.every_s = every_s
-        self.t0 = time.monotonic()
-        self._last: tuple[Any, ...] | None = None
-        self._last_t = 0.0
-
-    def __call__(self, event: str, job: Any) -> None:
-        if event == "finished":
-            a = job.attrs
-            if job.state == "complete":
-                what = f"val MSE {a['val_mse']:.5f}, {a['latency_ms']:.3f} ms"
-                if (a.get("latency") or {}).get("cached"):
-                    what += " (latency from the store)"
-            else:
-                what = a.get("reason", "")
-            dup = f" (same network as {a['duplicate_of']})" if a.get("duplicate_of") else ""
-            self._print(f"{job.label} {job.state}{dup}: {what}")
-        self.tick()
-
-    def tick(self, force: bool = False) -> None:
-        # Called on every event: decide from the in-memory counts; read the study and the
-        # queue depths only for a line that is printed.
-        p = self.o.counts()
-        key = (p["complete"], p["pruned"], p["failed"])
-        now = time.monotonic()
-        if not force and key == self._last and now - self._last_t < self.every_s:
-            return
-        self._last, self._last_t = key, now
-        depths = " ".join(f"{q} {n}" for q, n in sorted(self.o.dispatcher.queue_depths().items()))
-        front = self.o.front()
-        best = ""
-        if front:
-            t = min(front, key=lambda t: t.values[0])
-            best = f" | front {len(front)}, best loss {t.values[0]:.5f}"
-        self._print(
-            f"[{now - self.t0:6.1f} s] done {p['complete'] + p['pruned'] + p['failed']}/"
-            f"{self.o.config.trials} (complete {p['complete']}, pruned {p['pruned']}, failed "
-            f"{p['failed']}), in flight {p['in_flight']}"
-            + (f" | queued: {depths}" if depths else "")
-            + best
-        )
-
-    def _print(self, line: str) -> None:
-        click.echo(line, file=self.stream)
 
 
 FRONT_COLUMNS = (
@@ -168,83 +117,6 @@ def search_options(f: Any) -> Any:
     return f
 
 
-def run_search(
-    settings: Settings,
-    *,
-    study_name: str,
-    data: Path,
-    trials: int,
-    storage_url: str | None = None,
-    store_url: str | None = None,
-    dispatcher: Any = None,
-    progress: bool = True,
-    **o: Any,
-) -> tuple[dict[str, Any], Any]:
-    """Open (or resume) the study and run it; returns (summary, study)."""
-    from hpc2edge.search import candidate as cand
-    from hpc2edge.search import study as st
-    from hpc2edge.search.dispatch import CeleryDispatcher
-    from hpc2edge.search.objectives import Objective
-    from hpc2edge.search.orchestrator import Orchestrator, SearchConfig
-    from hpc2edge.space import get_space
-    from hpc2edge.space.base import TrainingHParams
-    from hpc2edge.store.measurements import MeasurementStore
-
-    st.quiet_optuna()
-    space = get_space(o["space_name"])
-    objective = Objective(o["objective"], o["latency_budget_ms"])
-    pin = {k: o[k] for k in ("frames", "size") if o.get(k)}
-    config = SearchConfig(
-        trials=trials,
-        parallel=o["parallel"],
-        latency_first=o["latency_first"],
-        batch_size=o["batch_size"],
-        precision=o["precision"],
-        protocol=o["protocol"],
-        measure_timeout_s=float(settings.search.measure_timeout_s),
-        train_timeout_s=float(settings.search.train_timeout_s),
-        retries=settings.search.retries,
-        baseline=o["baseline"],
-        confirm_front=o["confirm_front"],
-        pin=pin,
-    )
-    plan = cand.TrainPlan(
-        data_paths=cand.data_paths(data),
-        hparams=TrainingHParams(
-            lr=o["lr"], batch_size_per_gpu=o["train_batch_size"], epochs=o["epochs"]
-        ),
-        epochs=o["epochs"],
-        test_fraction=o["test_fraction"],
-        resources={"engine": o["engine"], "nproc": "auto"},
-    )
-    url = study_storage_url(settings, storage_url)
-    sampler = st.make_sampler(o["sampler"], objective, seed=o["seed"], trials=trials)
-    study = st.open_study(study_name, url, objective, sampler)
-    done = len(study.get_trials(deepcopy=False))
-    if done and o["seed"] is not None:
-        # Resuming: a sampler seeded as at the start would replay the first asks (duplicates).
-        study.sampler = st.make_sampler(
-            o["sampler"], objective, seed=o["seed"] + done, trials=trials
-        )
-    store = MeasurementStore(measurement_store_url(settings, store_url))
-    own_dispatcher = dispatcher is None
-    dispatcher = dispatcher or CeleryDispatcher(settings)
-    try:
-        orch = Orchestrator(study, dispatcher, space, objective, store, plan, config)
-        if progress:
-            p = Progress(orch)
-            orch.callbacks.append(p)
-        summary = orch.run()
-        if progress:
-            p.tick(force=True)
-    finally:
-        if own_dispatcher:
-            dispatcher.close()
-        store.close()
-    summary["storage"] = url
-    return summary, study
-
-
 def _report_front(summary: dict[str, Any], study: Any, as_json: bool) -> None:
     rows, table = front_table(study, summary.get("baseline"))
     if as_json:
@@ -270,16 +142,16 @@ def _report_front(summary: dict[str, Any], study: Any, as_json: bool) -> None:
 
 def _write_report(settings: Settings, study: Any, storage_url: str) -> Path:
     """``hpc2edge report`` for a finished study, into ``<state_dir>/reports/<study>/``."""
-    from hpc2edge.report import collect as report
+    from hpc2edge.report.collect import collect, write
     from hpc2edge.store.measurements import MeasurementStore
 
     store = MeasurementStore(measurement_store_url(settings))
     try:
-        data = report.collect(study, store, storage=storage_url)
+        data = collect(study, store, storage=storage_url)
     finally:
         store.close()
     out = settings.state_dir.absolute() / "reports" / study.study_name
-    return report.write(data, out)["html"]
+    return write(data, out)["html"]
 
 
 @click.command("search")

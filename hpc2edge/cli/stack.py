@@ -1,4 +1,4 @@
-"""The local stack's commands: ``up``, ``down``, ``status`` and ``ping``."""
+"""The local stack's commands, ``up``, ``down`` and ``status``, and ``ping`` (any broker)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import asdict
 import click
 
 from hpc2edge.cli.context import command_settings, print_json
+from hpc2edge.ops.flower import DEFAULT_PORT
 from hpc2edge.roles import QUEUES
 
 
@@ -20,7 +21,9 @@ from hpc2edge.roles import QUEUES
     help="Seconds to wait for each worker to answer.",
 )
 @click.option("--monitor", is_flag=True, help="Also start Flower (monitor role, basic auth).")
-@click.option("--monitor-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option(
+    "--monitor-port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True
+)
 @click.pass_context
 def up_cmd(ctx: click.Context, timeout_s: float, monitor: bool, monitor_port: int) -> None:
     """Start broker, one train worker and one edge worker in the background."""

@@ -10,12 +10,15 @@ The names below are the public API; code outside this package imports them from 
 """
 
 from hpc2edge.config.derived import (
+    absolute,
     for_role,
     measurement_store_url,
+    pid_file,
+    role_config_path,
     secrets_dir,
     study_storage_url,
 )
-from hpc2edge.config.files import file_problems
+from hpc2edge.config.files import file_problems, signing_file_problems
 from hpc2edge.config.load import load_settings
 from hpc2edge.config.render import mask_url, render_masked, write_role_config
 from hpc2edge.config.settings import (
@@ -48,13 +51,17 @@ __all__ = [
     "Settings",
     "TLSSettings",
     "WorkerSettings",
+    "absolute",
     "file_problems",
     "for_role",
     "load_settings",
     "mask_url",
     "measurement_store_url",
+    "pid_file",
     "render_masked",
+    "role_config_path",
     "secrets_dir",
+    "signing_file_problems",
     "study_storage_url",
     "write_role_config",
 ]

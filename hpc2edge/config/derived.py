@@ -9,7 +9,7 @@ from hpc2edge.config.settings import Settings
 from hpc2edge.roles import ROLES, SIGNING_ROLES, WORKER_ROLES
 
 
-def task_signers(role: str) -> Path:
+def default_cert_store(role: str) -> Path:
     """The default ``security.cert_store``: workers trust the orchestrator's signature on tasks;
     the orchestrator receives only the workers' signed remote-control replies."""
     return Path("tls/signers/tasks" if role in WORKER_ROLES else "tls/signers/results")
@@ -58,7 +58,7 @@ def for_role(settings: Settings, role: str) -> Settings:
             sign=settings.security.sign and role in SIGNING_ROLES,
             key=tls_dir / f"{role}-sign-key.pem",
             cert=tls_dir / f"{role}-sign.pem",
-            cert_store=tls_dir / task_signers(role).relative_to("tls"),
+            cert_store=tls_dir / default_cert_store(role).relative_to("tls"),
             result_cert_store=tls_dir / "signers" / "results",
         ),
     )
@@ -90,3 +90,9 @@ def absolute(settings: Settings) -> Settings:
 def role_config_path(settings: Settings, role: str) -> Path:
     """The config file the local stack writes for ``role``: ``<state_dir>/conf/<role>.toml``."""
     return settings.state_dir / "conf" / f"{role}.toml"
+
+
+def pid_file(state_dir: Path, name: str) -> Path:
+    """Where a background process ``name`` of the local stack records itself (``broker``,
+    ``worker-<queue>``, ``flower``): ``<state_dir>/run/<name>.pid``."""
+    return state_dir / "run" / f"{name}.pid"

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from hpc2edge.config.derived import task_signers
+from hpc2edge.config.derived import default_cert_store
 from hpc2edge.config.files import file_problems
 from hpc2edge.config.settings import (
     DEFAULT_STATE_DIR,
@@ -229,7 +229,7 @@ def load_settings(
     security_values = dict(sections["security"])
     security_values["key"] = resolve("security", "key", Path(f"tls/{role}-sign-key.pem"))
     security_values["cert"] = resolve("security", "cert", Path(f"tls/{role}-sign.pem"))
-    security_values["cert_store"] = resolve("security", "cert_store", task_signers(role))
+    security_values["cert_store"] = resolve("security", "cert_store", default_cert_store(role))
     security_values["result_cert_store"] = resolve(
         "security", "result_cert_store", Path("tls/signers/results")
     )

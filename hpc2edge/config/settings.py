@@ -1,13 +1,8 @@
 """The typed, frozen settings of one process, and the checks that need no files.
 
-Typed, frozen, validated-at-once settings.
-
-One TOML file (``--config`` or ``HPC2EDGE_CONFIG``) plus ``HPC2EDGE_<SECTION>_<KEY>`` environment
-overrides make one :class:`Settings`. Every problem found (unknown key, wrong type, out of range,
-inconsistent values) is collected and raised together in one :class:`~hpc2edge.errors.ConfigError`,
-so a user fixes a file in one pass, not one error per run.
-
-The file::
+:mod:`hpc2edge.config.load` makes one :class:`Settings` from a TOML file (``--config`` or
+``HPC2EDGE_CONFIG``) and ``HPC2EDGE_<SECTION>_<KEY>`` variables, raising every problem at once;
+:meth:`Settings.problems` is the part of that check that needs no file. The file::
 
     role = "edge"                       # orchestrator | hpc | edge | monitor | admin
     state_dir = ".hpc2edge"             # logs, pid files, local broker data
@@ -55,14 +50,13 @@ The file::
                                         # (orchestrator: tls/signers/results, for control replies)
     result_cert_store = "tls/signers/results"   # whose results we accept: the workers' certs
 
-Relative paths in a file are relative to that file's folder; built-in defaults are relative to
-``state_dir``, laid out as ``hpc2edge up`` and ``hpc2edge tls init`` create them, so a local stack
-needs no file at all.
+Built-in defaults are relative to ``state_dir``, laid out as ``hpc2edge up`` and ``hpc2edge tls
+init`` create them, so a local stack needs no file at all.
 
-Secrets: the broker password is never written in the TOML file (it is refused there); it comes
-from ``broker.password_file`` or ``HPC2EDGE_BROKER_PASSWORD``, is kept out of ``repr`` and is
-masked by :func:`render_masked`. Only entry points read the environment: library code receives a
-``Settings``.
+Secrets: the broker password is never written in the TOML file (the loader refuses it there); it
+comes from ``broker.password_file`` or ``HPC2EDGE_BROKER_PASSWORD``, is kept out of ``repr`` and
+is masked by :func:`hpc2edge.config.render.render_masked`. Only entry points read the
+environment: library code receives a ``Settings``.
 """
 
 from __future__ import annotations

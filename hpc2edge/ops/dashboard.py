@@ -18,12 +18,12 @@ optuna-dashboard sees the request:
 Basic auth sends the password in clear: it still binds 127.0.0.1 unless told otherwise, a
 non-loopback ``--host`` prints a warning, and the way in from another machine is ``ssh -L``. It
 runs in this process (not ``optuna-dashboard URL``), so a storage password never appears on a
-command line (``ps``) nor in what is printed (:func:`mask_url`).
+command line (``ps``) nor in what is printed (:func:`~hpc2edge.config.mask_url`).
 
 The study storage is the one ``hpc2edge search`` uses: ``--storage``, else ``search.storage`` of
 the config, else the SQLite file under the state dir. A SQLite file that does not exist is an
-error here, not an empty database created on the spot; :func:`open_storage` is shared with
-``hpc2edge report``.
+error here, not an empty database created on the spot
+(:func:`~hpc2edge.search.storage.open_storage`, which ``hpc2edge report`` uses too).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from hpc2edge.config import Settings, secrets_dir
-from hpc2edge.search.storage import StudyStorageError
-from hpc2edge.util.files import ensure_password_file
-from hpc2edge.util.net import is_loopback
+from hpc2edge.errors import StackError
+from hpc2edge.util import files
+from hpc2edge.util.net import browser_url, is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -61,18 +61,9 @@ def ensure_password(path: Path) -> str:
     """The dashboard's password in ``path``, created (random, 0600) when missing.
 
     Raises:
-        StudyStorageError: the file is missing and cannot be written, or it is empty.
+        StackError: the file is missing and cannot be written, or it is empty.
     """
-    try:
-        password = ensure_password_file(path)
-    except OSError as exc:
-        raise StudyStorageError(
-            f"cannot create the dashboard's password file {path}: {exc.strerror}; write one "
-            "there (one line, chmod 600)"
-        ) from None
-    if not password:
-        raise StudyStorageError(f"the dashboard's password file {path} is empty")
-    return password
+    return files.ensure_password(path, what="the dashboard's")
 
 
 def _bracketed(host: str) -> str:
@@ -218,14 +209,14 @@ def make_dashboard_server(
     header uses the port actually bound.
 
     Raises:
-        StudyStorageError: the address cannot be bound (in use, not an address of this host).
+        StackError: the address cannot be bound (in use, not an address of this host).
     """
     from socketserver import ThreadingMixIn
 
     try:
         from optuna_dashboard import wsgi
     except ImportError:
-        raise StudyStorageError(
+        raise StackError(
             "optuna-dashboard is not installed: pip install 'hpc2edge[monitor]'"
         ) from None
 
@@ -237,14 +228,14 @@ def make_dashboard_server(
     try:
         server = make_server(host, port, guarded, server_class=Server, handler_class=_QuietHandler)
     except OSError as exc:
-        raise StudyStorageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise StackError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     guarded.hosts = allowed_hosts(host, server.server_address[1], extra_hosts)
     return server
 
 
 def dashboard_url(host: str, port: int) -> str:
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": DEFAULT_HOST}.get(host, host)
-    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+    """The dashboard's address for a browser on this machine."""
+    return browser_url(host, port, default=DEFAULT_HOST) + "/"
 
 
 __all__ = [
@@ -253,8 +244,8 @@ __all__ = [
     "DEFAULT_USER",
     "PASSWORD_FILE",
     "GuardedApp",
-    "StudyStorageError",
     "allowed_hosts",
+    "dashboard_url",
     "ensure_password",
     "make_dashboard_server",
     "password_path",

@@ -1,10 +1,11 @@
 """Flower, Celery's web monitor, as the ``monitor`` role: ``hpc2edge monitor``, ``up --monitor``.
 
 Flower connects to the broker like any other client of this project: mutual TLS, the ``monitor``
-client certificate and the ``monitor`` ACL user, which may read queue lengths and results, listen
-to events and broadcast remote-control commands (inspect), but may not enqueue or delete tasks
-(``broker/users.acl``, ``docs/security.md``). Its Celery app is ``hpc2edge.transport.app.app``,
-configured by ``HPC2EDGE_CONFIG`` pointing at a config with ``role = "monitor"``.
+client certificate and the ``monitor`` ACL user, which may read queue lengths, results, the live
+workers and the dead letters and listen to events, but may not enqueue or delete tasks nor use
+the remote-control channel (``broker/users.acl``, ``docs/security.md``). Its Celery app is
+:data:`hpc2edge.celery.app`, configured by ``HPC2EDGE_CONFIG`` pointing at a config with
+``role = "monitor"``.
 
 Authentication. HTTP basic auth is always on:
 
@@ -15,11 +16,11 @@ Authentication. HTTP basic auth is always on:
   2.x reads ``FLOWER_<OPTION>`` variables), not on the command line, so ``ps`` never shows it;
 - a bare ``celery -A hpc2edge flower`` started without ``--basic-auth`` / ``FLOWER_BASIC_AUTH``
   / ``--auth`` gets the same credentials and the loopback address filled in by
-  :func:`secure_flower_defaults`, which ``hpc2edge.transport.app`` calls when Flower configures the
-  app. Flower 2.x does not read its own options from the Celery configuration (only from
-  ``FLOWER_*``, its command line and ``flowerconfig.py``), so that hook is the only place where
-  the app can carry them. Without it Flower answers 401 on ``/api/*`` but serves its HTML pages
-  to anyone.
+  :func:`hpc2edge.transport.flowerguard.secure_flower_defaults`, which
+  :mod:`hpc2edge.transport.app` calls when Flower configures the app. Flower 2.x does not read its
+  own options from the Celery configuration (only from ``FLOWER_*``, its command line and
+  ``flowerconfig.py``), so that hook is the only place where the app can carry them. Without it
+  Flower answers 401 on ``/api/*`` but serves its HTML pages to anyone.
 
 What stays open. Flower 2.2 serves ``/metrics`` (Prometheus) and ``/healthcheck`` without
 authentication, by upstream decision (mher/flower#1342): the metrics name workers and tasks and
@@ -42,18 +43,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc2edge.config import Settings, for_role, load_settings, write_role_config
-from hpc2edge.config.derived import absolute, role_config_path
+from hpc2edge.config import (
+    Settings,
+    absolute,
+    for_role,
+    load_settings,
+    pid_file,
+    role_config_path,
+    write_role_config,
+)
 from hpc2edge.errors import Hpc2EdgeError, StackError
+from hpc2edge.roles import MONITOR
 from hpc2edge.transport.flowerguard import (
     DEFAULT_ADDRESS,
     DEFAULT_USER,
-    ROLE,
     basic_auth,
     ensure_password,
     password_path,
 )
 from hpc2edge.util import procs
+from hpc2edge.util.net import browser_url
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +91,7 @@ def flower_argv(port: int, address: str = DEFAULT_ADDRESS, *, read_only: bool = 
 
 def url(address: str, port: int) -> str:
     """The URL a browser on this machine opens (``0.0.0.0`` / ``::`` are reached via loopback)."""
-    host = {"": DEFAULT_ADDRESS, "0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return browser_url(address, port, default=DEFAULT_ADDRESS)
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,7 @@ def plan(
     if importlib.util.find_spec("flower") is None:
         raise StackError("Flower is not installed: pip install 'hpc2edge[monitor]'")
     base = dict(os.environ if environ is None else environ)
-    if settings.role == ROLE:
+    if settings.role == MONITOR:
         env = dict(base)
         if config_path is not None:
             env["HPC2EDGE_CONFIG"] = str(config_path)
@@ -137,8 +143,8 @@ def plan(
         monitor_settings = load_settings(config_file, env, require_files=True)
     else:
         s = absolute(settings)
-        config_file = role_config_path(s, ROLE)
-        write_role_config(config_file, for_role(s, ROLE))
+        config_file = role_config_path(s, MONITOR)
+        write_role_config(config_file, for_role(s, MONITOR))
         env = {k: v for k, v in base.items() if not k.startswith("HPC2EDGE_")}
         env["HPC2EDGE_CONFIG"] = str(config_file)
         monitor_settings = load_settings(config_file, {}, require_files=True)
@@ -156,10 +162,6 @@ def plan(
 
 
 # --- the background process of the local stack ------------------------------------------------
-
-
-def pid_file(state_dir: Path) -> Path:
-    return state_dir / "run" / f"{PROCESS_NAME}.pid"
 
 
 def log_file(state_dir: Path) -> Path:
@@ -184,12 +186,12 @@ def start_background(
         ``{"url", "user", "password_file", "started"}``.
     """
     state_dir = settings.state_dir.resolve()
-    record = procs.read(pid_file(state_dir))
+    record = procs.read(pid_file(state_dir, PROCESS_NAME))
     if record is not None and procs.alive(record):
         return {
             "url": record_url(record),
             "user": user,
-            "password_file": str(password_path(for_role(absolute(settings), ROLE))),
+            "password_file": str(password_path(for_role(absolute(settings), MONITOR))),
             "started": False,
         }
     launch = plan(settings, environ=os.environ, port=port, address=address, user=user)
@@ -199,13 +201,13 @@ def start_background(
         env=launch.env,
         cwd=state_dir,
         log=log_file(state_dir),
-        pid_file=pid_file(state_dir),
+        pid_file=pid_file(state_dir, PROCESS_NAME),
     )
     try:
         wait_ready(launch.url, record, timeout_s=timeout_s)
     except StackError:
         procs.stop(record)
-        pid_file(state_dir).unlink(missing_ok=True)
+        pid_file(state_dir, PROCESS_NAME).unlink(missing_ok=True)
         raise
     return {
         "url": launch.url,
@@ -258,7 +260,7 @@ def record_url(record: procs.ProcRecord) -> str | None:
 
 def running_url(state_dir: Path) -> str | None:
     """The URL of the Flower that ``up --monitor`` started from ``state_dir``, while it runs."""
-    record = procs.read(pid_file(state_dir.resolve()))
+    record = procs.read(pid_file(state_dir.resolve(), PROCESS_NAME))
     if record is None or not procs.alive(record):
         return None
     return record_url(record)
@@ -266,7 +268,7 @@ def running_url(state_dir: Path) -> str | None:
 
 def stop(state_dir: Path, *, timeout_s: float = 10.0) -> bool:
     """Stop the Flower started from ``state_dir``; False when none was running."""
-    path = pid_file(state_dir.resolve())
+    path = pid_file(state_dir.resolve(), PROCESS_NAME)
     record = procs.read(path)
     if record is None:
         return False
@@ -275,10 +277,8 @@ def stop(state_dir: Path, *, timeout_s: float = 10.0) -> bool:
     return stopped
 
 
-# --- `celery -A hpc2edge flower` --------------------------------------------------------------
-
-
-def _exec(argv: Sequence[str], env: Mapping[str, str]) -> None:
+def exec_flower(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """Replace this process with Flower (``argv`` and ``env`` from :func:`plan`)."""
     # Replace this process: Ctrl-C and a service manager's SIGTERM reach Flower directly.
     try:
         os.execve(argv[0], list(argv), dict(env))  # noqa: S606 - argv is ours, no shell

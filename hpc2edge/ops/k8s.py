@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 from hpc2edge.ops import localbroker
 from hpc2edge.roles import ROLES
+from hpc2edge.transport.flowerguard import DEFAULT_USER, PASSWORD_FILE, basic_auth
+from hpc2edge.util.files import ensure_password_file
 
 DEFAULT_NAMESPACE = "hpc2edge"
 # The in-cluster Service Flower connects to; the broker certificate must name it.
 BROKER_SERVICE = "hpc2edge-redis"
-FLOWER_PASSWORD_FILE = "flower.password"  # noqa: S105 - a file name, not a secret
 LABELS = {"app.kubernetes.io/part-of": "hpc2edge"}
 
 # Secret name -> key -> where its value comes from: "tls:<file>" in --dir, "password:<file>" in
@@ -88,16 +87,12 @@ def ensure_passwords(secrets_dir: Path) -> list[Path]:
     """
     before = set(secrets_dir.glob("*.password")) if secrets_dir.is_dir() else set()
     localbroker.ensure_secrets(secrets_dir)
-    flower = secrets_dir / FLOWER_PASSWORD_FILE
-    if not flower.is_file():
-        fd = os.open(flower, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32) + "\n")
+    ensure_password_file(secrets_dir / PASSWORD_FILE)
     return sorted(p for p in secrets_dir.glob("*.password") if p not in before)
 
 
 def secret_data(
-    tls_dir: Path, secrets_dir: Path, *, flower_user: str = "admin"
+    tls_dir: Path, secrets_dir: Path, *, flower_user: str = DEFAULT_USER
 ) -> dict[str, dict[str, bytes]]:
     """The content of every Secret in :data:`SECRETS`, read from ``tls_dir`` and ``secrets_dir``.
 
@@ -129,7 +124,7 @@ def secret_data(
         else:
             files[f"tls:{name}"] = path.read_bytes()
     passwords: dict[str, str] = {}
-    for name in [f"{user}.password" for user in ROLES] + [FLOWER_PASSWORD_FILE]:
+    for name in [f"{user}.password" for user in ROLES] + [PASSWORD_FILE]:
         path = secrets_dir / name
         if not path.is_file():
             problems.append(f"{path} is missing: pass --create-passwords to create it")
@@ -144,7 +139,7 @@ def secret_data(
         raise InputError(problems)
 
     files["acl"] = localbroker.render_acl({u: passwords[u] for u in ROLES}).encode()
-    files["flower-auth"] = f"{flower_user}:{passwords['flower']}".encode()
+    files["flower-auth"] = basic_auth(flower_user, passwords["flower"]).encode()
     return {
         secret: {key: files[source] for key, source in keys.items()}
         for secret, keys in SECRETS.items()
@@ -199,6 +194,3 @@ def render(data: Mapping[str, Mapping[str, bytes]], namespace: str) -> str:
             *(f"  {q(key)}: {q(base64.b64encode(value).decode())}" for key, value in items.items()),
         ]
     return "\n".join(out) + "\n"
-
-
-# --- CLI --------------------------------------------------------------------------------------

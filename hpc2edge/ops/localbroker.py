@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 import shutil
 import string
 import time
@@ -31,11 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpc2edge import config
+from hpc2edge.config import pid_file
 from hpc2edge.errors import BrokerError, BrokerUnreachable
-from hpc2edge.roles import ROLES
+from hpc2edge.roles import ADMIN, ROLES
 from hpc2edge.transport.broker import client, translate_errors
 from hpc2edge.util import procs
-from hpc2edge.util.files import write_private
+from hpc2edge.util.files import ensure_password_file, write_private
 
 if TYPE_CHECKING:
     import redis
@@ -87,12 +87,7 @@ def ensure_secrets(secrets_dir: Path) -> dict[str, str]:
     os.chmod(secrets_dir, 0o700)
     out: dict[str, str] = {}
     for user in ROLES:
-        path = secrets_dir / f"{user}.password"
-        if not path.is_file():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(32) + "\n")
-        out[user] = path.read_text().strip()
+        out[user] = ensure_password_file(secrets_dir / f"{user}.password")
     return out
 
 
@@ -132,7 +127,7 @@ class LocalBroker:
 
     @property
     def pid_file(self) -> Path:
-        return self.state_dir / "run" / "broker.pid"
+        return pid_file(self.state_dir, "broker")
 
     def command(self, tls_dir: Path, host: str, port: int, *, maxmemory_mib: int = 0) -> list[str]:
         """The redis-server command line: shipped policy, then absolute paths and the port.
@@ -255,7 +250,7 @@ def start(settings: Settings, *, timeout_s: float = 15.0) -> int:
     record = procs.spawn(
         "broker", command, log=local.log_file, pid_file=local.pid_file, log_mode="a"
     )
-    admin = config.for_role(settings, "admin")
+    admin = config.for_role(settings, ADMIN)
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -304,4 +299,5 @@ __all__ = [
     "script_sha",
     "start",
     "stop",
+    "write_acl",
 ]

@@ -1,4 +1,6 @@
-"""The embedded single-machine stack: ``hpc2edge up`` / ``down`` / ``status`` / ``ping``.
+"""The embedded single-machine stack: ``hpc2edge up`` / ``down`` / ``status``.
+
+(``ping`` works against any broker: :mod:`hpc2edge.transport.probes`.)
 
 ``up`` starts, as background processes recorded under ``<state_dir>/run/``:
 
@@ -24,15 +26,21 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from hpc2edge.config import Settings, for_role, secrets_dir, write_role_config
-from hpc2edge.config.derived import absolute, role_config_path
+from hpc2edge.config import (
+    Settings,
+    absolute,
+    for_role,
+    pid_file,
+    role_config_path,
+    secrets_dir,
+    write_role_config,
+)
 from hpc2edge.errors import StackError
 from hpc2edge.ops import flower, localbroker
 from hpc2edge.pki import ca
-from hpc2edge.roles import ADMIN, QUEUE_EDGE, QUEUES, ROLE_OF_QUEUE, ROLES
+from hpc2edge.roles import ADMIN, ORCHESTRATOR, QUEUE_EDGE, QUEUES, ROLE_OF_QUEUE, ROLES
 from hpc2edge.transport import probes
 from hpc2edge.util import filemodes, procs
 
@@ -78,17 +86,13 @@ def prepare(settings: Settings) -> Settings:
     if not (tls_dir / "ca.pem").exists():
         hosts = [] if s.broker.host in ca.server_names() else [s.broker.host]
         ca.init(tls_dir, hosts)
-    elif s.security.sign and not ca.signing_files(tls_dir, "orchestrator").cert.exists():
+    elif s.security.sign and not ca.signing_files(tls_dir, ORCHESTRATOR).cert.exists():
         ca.init_signing(tls_dir)
     localbroker.ensure_secrets(secrets_dir(s))
     for role in CONFIG_ROLES:
         write_role_config(role_config_path(s, role), for_role(s, role))
     filemodes.tighten(s.state_dir)  # folders 0700, files 0600, also those of older versions
     return for_role(s, s.role)
-
-
-def _pid_file(settings: Settings, name: str) -> Path:
-    return settings.state_dir / "run" / f"{name}.pid"
 
 
 def up(
@@ -111,7 +115,7 @@ def up(
         started.append("broker")
     for queue, role in ROLE_OF_QUEUE.items():
         name = f"worker-{queue}"
-        record = procs.read(_pid_file(s, name))
+        record = procs.read(pid_file(s.state_dir, name))
         if record is not None and procs.alive(record):
             continue
         # The worker's role config is its whole configuration: no HPC2EDGE_* of the caller's
@@ -124,7 +128,7 @@ def up(
             env=env,
             cwd=s.state_dir,
             log=s.state_dir / "logs" / f"{name}.log",
-            pid_file=_pid_file(s, name),
+            pid_file=pid_file(s.state_dir, name),
         )
         started.append(name)
     answers = {}
@@ -152,7 +156,7 @@ def wait_for_worker(
     one ``up`` started for ``queue``) has died.
     """
     deadline = time.monotonic() + timeout_s
-    record = record or procs.read(_pid_file(settings, f"worker-{queue}"))
+    record = record or procs.read(pid_file(settings.state_dir, f"worker-{queue}"))
 
     def log_end() -> str:
         return f"; its log ends:\n{procs.tail(record.log, 40)}" if record else ""
@@ -179,13 +183,13 @@ def down(settings: Settings) -> list[str]:
     if flower.stop(state_dir):
         stopped.append(flower.PROCESS_NAME)
     for queue in QUEUES:
-        pid_file = state_dir / "run" / f"worker-{queue}.pid"
-        record = procs.read(pid_file)
+        worker_pid = pid_file(state_dir, f"worker-{queue}")
+        record = procs.read(worker_pid)
         if record is not None:
             # A warm shutdown lets a running task finish or be given back (acks_late).
             if procs.stop(record, timeout_s=20.0):
                 stopped.append(f"worker-{queue}")
-            pid_file.unlink(missing_ok=True)
+            worker_pid.unlink(missing_ok=True)
     if localbroker.stop(state_dir):
         stopped.append("broker")
     return stopped
@@ -210,9 +214,8 @@ def status(settings: Settings, *, timeout_s: float = 2.0) -> Status:
     """Broker reachability and TLS version, queue depths, workers per queue, local processes."""
     b = settings.broker
     st = Status(broker=f"{b.host}:{b.port}", user=settings.username, reachable=False)
-    run_dir = settings.state_dir / "run"
     for name in ("broker", *(f"worker-{q}" for q in QUEUES), flower.PROCESS_NAME):
-        record = procs.read(run_dir / f"{name}.pid")
+        record = procs.read(pid_file(settings.state_dir, name))
         if record is not None:
             st.local_processes[name] = procs.alive(record)
     st.monitor_url = flower.running_url(settings.state_dir)

@@ -24,12 +24,8 @@ cannot sign a task. Celery does not check chains: a ``signers/`` folder *is* the
 so each holds exactly the certificates whose signatures it stands for
 (:mod:`hpc2edge.transport.signing`).
 
-Every connection this project opens to the broker verifies the server's certificate chain
-(CERT_REQUIRED, our CA added to the trust store), checks its host name unless
-``tls.check_hostname = false`` (for brokers reached by an address not in the SANs), presents the
-role's certificate and refuses TLS below 1.2 (:func:`ssl_options`). Chain verification cannot be
-turned off. Known limit: redis-py builds its context with ``ssl.create_default_context()``, so the
-system's public CAs are trusted beside ours (docs/security.md).
+The client side of these certificates (what every connection checks) is
+:func:`hpc2edge.transport.tls.ssl_options`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from hpc2edge.config import mask_url
-from hpc2edge.search.storage import StudyStorageError, open_storage
+from hpc2edge.errors import StudyStorageError
+from hpc2edge.search.storage import open_storage
 
 REPORT_FORMAT = "hpc2edge-report/1"
 HV_MARGIN = 1.1  # the default reference point sits 10 % beyond the worst loss (and latency)
@@ -386,10 +387,10 @@ def load(
 
 def write(report: Mapping[str, Any], out: Path) -> dict[str, Path]:
     """``report.json``, the PNGs and ``report.html`` in ``out``; returns their paths."""
-    from hpc2edge.report import render as report_render
+    from hpc2edge.report import render  # matplotlib: only when a report is written
 
     out.mkdir(parents=True, exist_ok=True)
-    files = report_render.write(report, out)
+    files = render.write(report, out)
     path = out / "report.json"
     path.write_text(dumps(report) + "\n")
     return {"json": path, **files}

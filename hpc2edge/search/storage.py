@@ -6,15 +6,11 @@ Optuna is imported only when a storage is opened, so a missing ``search`` extra 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from hpc2edge.config import MASK, mask_url
-from hpc2edge.errors import Hpc2EdgeError
-
-
-class StudyStorageError(Hpc2EdgeError):
-    """The study storage does not exist or cannot be opened."""
+from hpc2edge.errors import StudyStorageError
+from hpc2edge.util.filemodes import sqlite_path
 
 
 def _masked(text: str, url: str) -> str:
@@ -35,13 +31,12 @@ def open_storage(url: str) -> Any:
         StudyStorageError: no such SQLite file, or the database cannot be opened (the message
             carries the URL with its password masked).
     """
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise StudyStorageError(
-                f"no study storage at {path}: run `hpc2edge search` (or `demo`) first, or give "
-                "--storage URL"
-            )
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise StudyStorageError(
+            f"no study storage at {path}: run `hpc2edge search` (or `demo`) first, or give "
+            "--storage URL"
+        )
     try:
         from hpc2edge.search.study import storage
     except ImportError as exc:

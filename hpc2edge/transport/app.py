@@ -47,17 +47,14 @@ import os
 from typing import Any
 from urllib.parse import quote
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from hpc2edge.config import Settings, load_settings
 from hpc2edge.roles import QUEUE_OF_TASK, QUEUES
-from hpc2edge.transport import intake, liveness, signing, taskids
+from hpc2edge.transport import flowerguard, intake, liveness, signing, taskids
 from hpc2edge.transport.tls import ssl_options
 from hpc2edge.util import filemodes
-
-# A worker started by hand (`celery -A hpc2edge worker`) creates its files 0600 too.
-filemodes.connect_celery_signals()
 
 TASK_ROUTES = {task: {"queue": queue} for task, queue in QUEUE_OF_TASK.items()}
 TASK_MODULES = ["hpc2edge.tasks"]
@@ -145,6 +142,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def _on_worker_init(**_: Any) -> None:
+    filemodes.private_umask()
+
+
+def connect_celery_signals() -> None:
+    """Make a Celery worker of this app private before it opens a file (its ``--logfile``).
+
+    ``celeryd_init`` comes first, before the worker sets up logging; ``worker_init`` covers a
+    worker built without the ``celery worker`` command. Safe to call more than once.
+    """
+    signals.celeryd_init.connect(_on_worker_init, weak=False, dispatch_uid="hpc2edge.transport.app")
+    signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid="hpc2edge.transport.app")
+
+
 class Hpc2EdgeCelery(Celery):
     """A Celery app whose settings come from an hpc2edge ``Settings`` (given or read lazily)."""
 
@@ -152,6 +163,8 @@ class Hpc2EdgeCelery(Celery):
         super().__init__("hpc2edge", include=TASK_MODULES, **kwargs)
         self._settings = settings
         self.steps["worker"].add(liveness.Heartbeat)
+        # A worker started by hand (`celery -A hpc2edge worker`) creates its files 0600 too.
+        connect_celery_signals()
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """Celery's ``send_task``, with a random task id bound to the target queue when the
@@ -173,8 +186,6 @@ class Hpc2EdgeCelery(Celery):
 
     def on_configure(self) -> None:  # type: ignore[override]
         # Celery calls this once, when the configuration is first needed (not at import).
-        from hpc2edge.transport import flowerguard
-
         config = celery_config(self.settings)
         # The worker's channel finds what it may accept here (hpc2edge.transport.intake).
         config["broker_transport_options"][intake.POLICY_OPTION] = intake.Policy(self)

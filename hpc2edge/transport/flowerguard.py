@@ -17,16 +17,14 @@ from typing import Any
 import click
 
 from hpc2edge.config import Settings, secrets_dir
-from hpc2edge.errors import StackError
 from hpc2edge.roles import MONITOR
-from hpc2edge.util.files import ensure_password_file
+from hpc2edge.util import files
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_USER = "admin"
 PASSWORD_FILE = "flower.password"  # noqa: S105 - a file name, not a secret
-ROLE = MONITOR
 
 
 def password_path(settings: Settings) -> Path:
@@ -40,17 +38,11 @@ def ensure_password(settings: Settings) -> str:
     Raises:
         StackError: the password file is missing and cannot be written (a read-only mount).
     """
-    path = password_path(settings)
-    try:
-        password = ensure_password_file(path)
-    except OSError as exc:
-        raise StackError(
-            f"cannot create Flower's password file {path}: {exc.strerror}; write one there "
-            "(one line, chmod 600) or give Flower FLOWER_BASIC_AUTH=user:password"
-        ) from None
-    if not password:
-        raise StackError(f"Flower's password file {path} is empty")
-    return password
+    return files.ensure_password(
+        password_path(settings),
+        what="Flower's",
+        hint=" or give Flower FLOWER_BASIC_AUTH=user:password",
+    )
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -76,11 +68,11 @@ def secure_flower_defaults(settings: Settings) -> None:
     """
     from tornado.options import options
 
-    if settings.role != ROLE:
+    if settings.role != MONITOR:
         logger.warning(
             "hpc2edge: Flower runs as role %r; the %r role is the one with least privilege",
             settings.role,
-            ROLE,
+            MONITOR,
         )
     if not options.basic_auth and not options.auth:
         options.basic_auth = [basic_auth(DEFAULT_USER, ensure_password(settings))]

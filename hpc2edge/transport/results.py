@@ -17,9 +17,8 @@ the task reads its result key back before it writes, so a planted record stopped
 :func:`parse` is what the orchestrator uses on a raw record: it returns a :class:`Stored`
 (state, result or error) or raises :class:`BadResult`, which the search counts as a failed
 *attempt* of that task (another worker may answer the retry), never as its own failure.
-With message signing, the signed result must also come from a worker of the task's queue:
-:func:`signer_role_for` maps a signer's certificate to its role, checked in
-:mod:`hpc2edge.transport.signing`.
+With message signing, the signed result must also come from a worker of the task's queue: the
+result serializer of :mod:`hpc2edge.transport.signing` checks the signer certificate's role.
 """
 
 from __future__ import annotations

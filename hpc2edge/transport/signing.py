@@ -43,7 +43,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from hpc2edge.config.files import signing_file_problems
+from hpc2edge.config import signing_file_problems
 from hpc2edge.errors import ConfigError
 from hpc2edge.transport import taskids
 

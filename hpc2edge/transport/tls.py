@@ -1,4 +1,12 @@
-"""The client side of mutual TLS, the same for every role and library (redis-py, kombu, Celery)."""
+"""The client side of mutual TLS, the same for every role and library (redis-py, kombu, Celery).
+
+Every connection this project opens to the broker verifies the server's certificate chain
+(CERT_REQUIRED, our CA added to the trust store), checks its host name unless
+``tls.check_hostname = false`` (for brokers reached by an address not in the SANs), presents the
+role's certificate and refuses TLS below 1.2 (:func:`ssl_options`). Chain verification cannot be
+turned off. Known limit: redis-py builds its context with ``ssl.create_default_context()``, so the
+system's public CAs are trusted beside ours (docs/security.md).
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ keeps all of it private, whoever creates the file:
 - every process it spawns (redis-server, workers, Flower) starts with umask 0o077
   (:func:`hpc2edge.util.procs.spawn`), so redis-server's AOF folder and files are 0700 / 0600;
 - a worker started by hand (``celery -A hpc2edge worker``) sets it when Celery initialises the
-  worker (:func:`connect_celery_signals`, connected by :mod:`hpc2edge.transport.app`);
+  worker (:func:`hpc2edge.transport.app.connect_celery_signals`, connected by the app);
 - library code that creates a SQLite file creates it 0600 first (:func:`private_sqlite`), so a
   study or store opened from a plain ``python`` session with umask 022 is private too (SQLite
   gives its journal and WAL files the mode of the database file);
@@ -27,7 +27,6 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 PRIVATE_UMASK = 0o077
 DIR_MODE = 0o700
@@ -70,24 +69,6 @@ def umask_private() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
-
-
-def _on_worker_init(**_: Any) -> None:
-    private_umask()
-
-
-def connect_celery_signals() -> None:
-    """Make a Celery worker of this app private before it opens a file (its ``--logfile``).
-
-    ``celeryd_init`` comes first, before the worker sets up logging; ``worker_init`` covers a
-    worker built without the ``celery worker`` command. Safe to call more than once.
-    """
-    from celery import signals
-
-    signals.celeryd_init.connect(
-        _on_worker_init, weak=False, dispatch_uid="hpc2edge.util.filemodes"
-    )
-    signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid="hpc2edge.util.filemodes")
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -198,7 +179,6 @@ __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "PRIVATE_UMASK",
-    "connect_celery_signals",
     "current_umask",
     "default_file_mode",
     "loose",

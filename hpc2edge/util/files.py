@@ -14,6 +14,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from hpc2edge.errors import StackError
+
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = False) -> None:
     """Write ``data`` to ``path`` atomically, with permissions ``mode``.
@@ -51,13 +53,40 @@ def ensure_password_file(path: Path) -> str:
     """The one-line password in ``path``, created (32 random bytes, 0600, folder 0700) when
     missing; ``""`` when the file exists but is empty.
 
+    Created with ``O_EXCL``: of two processes creating it at once, one writes and both read the
+    same password (a replace could leave the first with a password the file no longer holds).
+
     Raises:
         OSError: the file is missing and cannot be written, or cannot be read.
     """
     if not path.is_file():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process created it first: read theirs
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32) + "\n")
     return path.read_text().strip()
+
+
+def ensure_password(path: Path, *, what: str, hint: str = "") -> str:
+    """:func:`ensure_password_file` for a service's login (``what``: "Flower's", ...).
+
+    Raises:
+        StackError: the file is missing and cannot be written (a read-only mount), or is empty.
+    """
+    try:
+        password = ensure_password_file(path)
+    except OSError as exc:
+        raise StackError(
+            f"cannot create {what} password file {path}: {exc.strerror}; write one there "
+            f"(one line, chmod 600){hint}"
+        ) from None
+    if not password:
+        raise StackError(f"{what} password file {path} is empty")
+    return password
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,4 +1,5 @@
-"""Background processes of the local stack, and stopping exactly the ones we started.
+"""Background processes, and stopping exactly the ones we started (the local stack, Flower,
+the training launcher); :func:`pid_exists`, the one check of a bare pid.
 
 A pid file alone is not enough to stop a process safely: pids are reused, and ``kill $(cat pid)``
 after a reboot can hit an unrelated program. Each record therefore keeps the pid, the process's

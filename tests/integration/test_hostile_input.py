@@ -427,7 +427,7 @@ def test_a_search_survives_a_planted_measure_result(tmp_path):
     pytest.importorskip("optuna")
     import threading
 
-    from hpc2edge.cli.search import run_search
+    from hpc2edge.search.run import run_search
     from hpc2edge.testing.training import make_tiny_data
     from tests.conftest import own_broker
     from tests.integration.test_search_e2e import OPTIONS

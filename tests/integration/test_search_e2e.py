@@ -22,9 +22,9 @@ import pytest
 pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
-from hpc2edge.cli.search import run_search  # noqa: E402
 from hpc2edge.config import derived  # noqa: E402
 from hpc2edge.search import study as st  # noqa: E402
+from hpc2edge.search.run import run_search  # noqa: E402
 from hpc2edge.testing.training import make_tiny_data  # noqa: E402
 from hpc2edge.util import procs  # noqa: E402
 from tests.conftest import start_worker, wait_ready  # noqa: E402

@@ -24,10 +24,10 @@ import pytest
 pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
-from hpc2edge.cli.search import run_search  # noqa: E402
 from hpc2edge.config import load_settings  # noqa: E402
 from hpc2edge.ops import localbroker  # noqa: E402
 from hpc2edge.search.dispatch import InlineDispatcher  # noqa: E402
+from hpc2edge.search.run import run_search  # noqa: E402
 from hpc2edge.store.artifacts import DirectoryArtifactStore  # noqa: E402
 from hpc2edge.testing.fakes import FakeEdge  # noqa: E402
 from hpc2edge.testing.training import make_tiny_data  # noqa: E402

@@ -78,6 +78,9 @@ def test_root_help_imports_no_command():
 # What any command's --help may load, and what a few also need for their option defaults.
 BASE = {"cli", "config", "errors", "roles", "util", "space"}
 ALSO = {
+    **{name: {"ops", "transport"} for name in ("up", "down", "status", "ping")},  # Flower's port
+    "search": {"search"},
+    "demo": {"search"},
     "report": {"report", "search"},
     "dashboard": {"ops", "search"},
     "monitor": {"ops", "transport"},

@@ -114,9 +114,9 @@ def test_a_celery_worker_sets_umask_077_when_it_initialises(tmp_path: Path) -> N
     # A real Celery worker object (not started): Celery sends celeryd_init and worker_init.
     code = (
         "import os\n"
-        "from hpc2edge.util import filemodes\n"
-        "filemodes.connect_celery_signals()\n"
-        "filemodes.connect_celery_signals()  # twice: still one handler\n"
+        "from hpc2edge.transport.app import connect_celery_signals\n"
+        "connect_celery_signals()  # the app's construction connected them once already\n"
+        "connect_celery_signals()  # and again: still one handler\n"
         "from celery import Celery, signals\n"
         "assert len(signals.celeryd_init.receivers) == 1, signals.celeryd_init.receivers\n"
         "before = os.umask(0o022); os.umask(before)\n"
@@ -141,13 +141,13 @@ def test_a_celery_worker_sets_umask_077_when_it_initialises(tmp_path: Path) -> N
 def test_the_hpc2edge_celery_app_connects_the_worker_umask() -> None:
     from celery import signals
 
-    import hpc2edge.transport.app  # noqa: F401 - connecting is a side effect of the import
+    from hpc2edge.transport import app  # building the app connects them
 
     receivers = [
         r() if isinstance(r, weakref.ReferenceType) else r
         for _, r in signals.celeryd_init.receivers
     ]
-    assert filemodes._on_worker_init in receivers
+    assert app._on_worker_init in receivers
 
 
 # --- SQLite files -----------------------------------------------------------------------------

@@ -167,3 +167,20 @@ class OnnxRuntimeBackend(LatencyBackend):
 
     def release(self, prepared: Prepared) -> None:
         prepared.handle = None
+
+
+def model_input_shape(onnx_bytes: bytes) -> list[int]:
+    """The model's input shape without the batch axis, read with ONNX Runtime."""
+    try:
+        session = _ort().InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's own exception classes
+        raise MeasurementError(f"ONNX Runtime cannot load the model: {exc}") from None
+    (first, *rest) = session.get_inputs() or [None]
+    if first is None or rest:
+        raise MeasurementError("expected a model with exactly one input")
+    dims = first.shape[1:]
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        raise MeasurementError(
+            f"input {first.name!r} has dynamic dims {first.shape}: give --input-shape"
+        )
+    return [int(d) for d in dims]

@@ -21,7 +21,8 @@ Decisions, and why:
 - **Verification on every read.** The bytes cross a network, a broker with AOF rewrites, and disks
   owned by two organisations. Re-hashing costs about 1 ms per MB of model, far less than a latency
   measurement; returning a silently damaged model would corrupt a measurement instead of failing
-  it. ``get`` therefore never returns bytes that do not hash to the key (:class:`ArtifactCorrupt`).
+  it. ``get`` therefore never returns bytes that do not hash to the key
+  (:class:`~hpc2edge.errors.ArtifactCorrupt`).
 - **Atomic rename in the directory store.** A blob is written to a temporary file in its final
   folder, fsynced, then ``os.replace``-d onto its name (and the folder fsynced): a crash or a full
   disk leaves a stray temporary file at worst, never a partial blob under a final name, and
@@ -33,9 +34,9 @@ Decisions, and why:
 - **Keys are validated** (:func:`parse_key`) before they touch a path or a Redis key, so a key
   from a message can neither traverse out of the store's root nor address another Redis key.
 
-Errors (see :mod:`hpc2edge.errors`): :class:`ArtifactNotFound`, :class:`ArtifactCorrupt`,
-:class:`ArtifactTooLarge`, :class:`ArtifactError` for file-system failures, :class:`BrokerError`
-for Redis failures (refused by the ACL included), ``ValueError`` for a malformed key.
+Errors (all in :mod:`hpc2edge.errors`): ``ArtifactNotFound``, ``ArtifactCorrupt``,
+``ArtifactTooLarge``, ``ArtifactError`` for file-system failures, ``BrokerError`` for Redis
+failures (refused by the ACL included), ``ValueError`` for a malformed key.
 """
 
 from hpc2edge.store.artifacts.base import (
