@@ -18,9 +18,11 @@ A trial's life (latency first, the default)::
 
 Everything a restarted orchestrator needs lives in the study storage, as the trial's user
 attributes, written *before* the action they describe: the spec, each task's id and attempt and
-whether the send completed, the results. Task ids are derived from (study, trial, kind, attempt),
-so a ``SIGKILL`` at any point leaves a trial that the next ``run`` re-attaches to (its task is
-polled by id) or re-sends under the same id (when the kill fell between recording and sending).
+whether the send completed, the results. A task's id is random and bound to its queue
+(:mod:`hpc2edge.transport.taskids`), recorded before the send with a label derived from (study,
+trial, kind, attempt), so a ``SIGKILL`` at any point leaves a trial that the next ``run``
+re-attaches to (its task is polled by id) or re-sends under the same id (when the kill fell
+between recording and sending).
 ``tell`` is idempotent (``skip_if_finished``) and measurements are stored once per task id, so a
 result processed twice is counted once.
 
