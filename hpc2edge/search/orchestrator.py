@@ -299,7 +299,7 @@ class Orchestrator:
         return sum(1 for j in self.jobs.values() if j.number is not None)
 
     def _busy(self) -> int:
-        return sum(1 for j in self.active() if "duplicate_of" not in j.attrs)
+        return sum(1 for j in self.active() if not _waits_for_source(j))
 
     def _new_trial(self) -> None:
         trial = self.study.ask()
@@ -362,7 +362,7 @@ class Orchestrator:
     # --- one job, one look ------------------------------------------------------------------
 
     def _advance(self, job: Job) -> bool:
-        if "duplicate_of" in job.attrs:
+        if _waits_for_source(job):
             return self._advance_duplicate(job)
         before = dict(job.attrs)
         if "latency_ms" not in job.attrs:
@@ -396,8 +396,8 @@ class Orchestrator:
             return False
         if source.state == "failed":
             # The first one failed (perhaps for a passing reason): this one tries on its own.
+            # Stored as None (a released duplicate), which a restarted run reads the same way.
             self._set(job, "duplicate_of", None)
-            job.attrs.pop("duplicate_of")
             if job.spec is not None:
                 self._by_arch[job.spec.arch_id] = job.key
             return True
@@ -535,10 +535,16 @@ class Orchestrator:
         return job.candidate
 
     def _lookup(self, job: Job) -> bool:
-        """Reuse a stored measurement with the same context; True on a hit."""
+        """Reuse a stored measurement with the same context; True when the stage is settled:
+        a hit, or a candidate that cannot be built (the trial fails alone, as in :meth:`_send`).
+        """
         if self.context is None:
             return False
-        c = self._candidate(job)
+        try:
+            c = self._candidate(job)
+        except Hpc2EdgeError as exc:
+            self._fail(job, f"measure: {type(exc).__name__}: {exc}")
+            return True
         assert job.spec is not None
         cfg = self.config
         m = self.store.find(
@@ -801,6 +807,11 @@ def _latency_summary(result: dict[str, Any], batch_size: int) -> dict[str, Any]:
                 "throttle": result.get("throttle"),
             }
     raise ValueError(f"no batch size {batch_size} in the measurement")
+
+
+def _waits_for_source(job: Job) -> bool:
+    """A duplicate still waiting for the trial it copies (``None``: released, on its own)."""
+    return job.attrs.get("duplicate_of") is not None
 
 
 def _slug(name: str) -> str:

@@ -390,3 +390,74 @@ def test_a_task_that_raised_a_connection_error_is_retried(h: Harness) -> None:
     assert t.state.name == "COMPLETE"
     assert t.user_attrs["train_task"]["attempt"] == 2
     assert t.user_attrs["train_errors"][0].startswith("train: ConnectionError")
+
+
+# --- regressions (issue 15, bugs 1 and 2) ------------------------------------------------------
+
+ONE_POINT = {**PIN, "n_blocks": 1, "block1_channels": 8, "block1_kernel_t": 1,
+             "block1_kernel_s": 3, "downsample": "pool", "batch_norm": False,
+             "activation": "relu", "head_width": 32, "head_layers": 1}  # fmt: skip
+
+
+def _step_until(o: Orchestrator, clock: FakeClock, done: Any, limit: int = 500) -> bool:
+    """Step ``o`` until ``done()`` (bounded: a hang is a failed assertion, not a stuck test)."""
+    for _ in range(limit):
+        if done():
+            return True
+        if not o.step():
+            clock.sleep(o.config.poll_interval_s)
+    return bool(done())
+
+
+def test_a_duplicate_released_by_its_failed_source_finishes_after_a_restart(h: Harness) -> None:
+    real = h.edge
+    device = {"calls": 0, "answers": False}
+
+    def edge(payload: dict[str, Any]) -> dict[str, Any] | None:
+        device["calls"] += 1
+        if device["calls"] == 1:  # the first trial's network fails for good
+            return {"status": "error", "error": {"type": "MeasurementError", "message": "no"}}
+        return real(payload) if device["answers"] else None  # then the device goes quiet
+
+    h.dispatcher.handlers["measure"] = edge
+    o = h.orchestrator(trials=2, parallel=2, pin=ONE_POINT, retries=0)
+    o.start()
+
+    def released_and_sent() -> bool:
+        t = {t.number: t for t in o.study.get_trials(deepcopy=False)}
+        task = t[1].user_attrs.get("measure_task") if 1 in t else None
+        return bool(task and task.get("sent"))
+
+    assert _step_until(o, h.clock, released_and_sent)
+    trials = o.study.get_trials(deepcopy=False)
+    assert trials[0].state.name == "FAIL"
+    assert trials[1].user_attrs["duplicate_of"] is None  # released, measuring on its own
+    o.release()  # the orchestrator stops here; the device answers again
+    device["answers"] = True
+    again = h.orchestrator(trials=2, parallel=2, pin=ONE_POINT, retries=0)
+    again.start()
+    assert _step_until(again, h.clock, again.finished), "the restarted search never finished"
+    assert again.study.get_trials(deepcopy=False)[1].state.name == "COMPLETE"
+
+
+def test_a_candidate_whose_export_fails_fails_alone_once_the_device_is_known(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpc2edge.errors import ExportError
+
+    real_build = cand.build
+    builds = {"n": 0}
+
+    def build(spec: Any, **kwargs: Any) -> Any:
+        builds["n"] += 1
+        if builds["n"] == 3:  # after the first measurement: the device context is known
+            raise ExportError("the exporter refused this network")
+        return real_build(spec, **kwargs)
+
+    monkeypatch.setattr(cand, "build", build)
+    o = h.orchestrator(trials=4, parallel=1)
+    summary = o.run()
+    assert summary["trials"] == 4
+    reasons = [t.user_attrs.get("reason", "") for t in o.study.trials if t.state.name == "FAIL"]
+    assert reasons == ["measure: ExportError: the exporter refused this network"]
+    assert summary["complete"] == 3
