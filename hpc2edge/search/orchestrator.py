@@ -722,16 +722,23 @@ class Orchestrator:
                 if outcome is None and not late:
                     continue
                 del pending[number]
-                if outcome is not None and outcome.ok and outcome.result is not None:
-                    summary = _latency_summary(outcome.result, self.config.batch_size)
-                    confirmed[str(number)] = summary
-                else:
-                    reason = "timeout" if outcome is None else outcome.reason
-                    confirmed[str(number)] = {"error": reason}
+                confirmed[str(number)] = self._confirmation(outcome)
                 self.study.set_user_attr("confirm", confirmed)
+            self._heartbeat()  # a long confirmation must not let the lease go stale
             if pending:
                 self.clock.sleep(self.config.poll_interval_s)
         return {int(k): v.get("p50_ms") for k, v in confirmed.items()}
+
+    def _confirmation(self, outcome: Outcome | None) -> dict[str, Any]:
+        """What one confirming measurement recorded: its summary, or why there is none."""
+        if outcome is None:
+            return {"error": "timeout"}
+        if not outcome.ok or outcome.result is None:
+            return {"error": outcome.reason}
+        try:
+            return _latency_summary(outcome.result, self.config.batch_size)
+        except (ValueError, TypeError, KeyError) as exc:  # any worker can write any result
+            return {"error": f"result rejected: {type(exc).__name__}: {exc}"[:500]}
 
     def front(self) -> list[FrozenTrial]:
         """The feasible Pareto-optimal (or, single-objective, the best) complete trials."""

@@ -461,3 +461,68 @@ def test_a_candidate_whose_export_fails_fails_alone_once_the_device_is_known(
     reasons = [t.user_attrs.get("reason", "") for t in o.study.trials if t.state.name == "FAIL"]
     assert reasons == ["measure: ExportError: the exporter refused this network"]
     assert summary["complete"] == 3
+
+
+def test_a_long_confirm_front_keeps_the_lease_alive(h: Harness) -> None:
+    """Issue 15, bug 5: confirming the front took the heartbeat away; after LEASE_STALE_S a
+    second orchestrator could take the study while the first was still measuring."""
+    from hpc2edge.search.orchestrator import LEASE_STALE_S
+
+    o = h.orchestrator(trials=2, confirm_front=True, measure_timeout_s=3600)
+    real = h.edge
+    ages: list[float] = []
+    slow = {"from": None}
+
+    def edge(payload: dict[str, Any]) -> dict[str, Any] | None:
+        if not o.finished():
+            return real(payload)  # the search itself: answered at once
+        lease = o.study.user_attrs.get(LEASE_ATTR) or {}
+        ages.append(h.clock.now - float(lease.get("heartbeat", 0)))
+        slow["from"] = slow["from"] or h.clock.now
+        # The confirmation: the device answers after 3 stale periods.
+        return real(payload) if h.clock.now - slow["from"] > 3 * LEASE_STALE_S else None
+
+    h.dispatcher.handlers["measure"] = edge
+    o.run()
+    assert o.study.user_attrs["confirm"]  # the front was confirmed
+    assert ages and max(ages) < LEASE_STALE_S, f"lease went stale during confirm: {max(ages)} s"
+
+
+def test_a_malformed_ok_result_fails_an_attempt_not_the_search(h: Harness) -> None:
+    """Issue 15, bug 3: any worker can write any result; one without the batch or the device
+    must not crash step()."""
+    real = h.edge
+    calls = {"n": 0}
+
+    def edge(payload: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        good = real(payload)
+        if calls["n"] == 1:
+            return {k: v for k, v in good.items() if k != "device"}
+        if calls["n"] == 2:
+            return {**good, "batches": []}  # no measurement at the batch size asked
+        return good
+
+    h.dispatcher.handlers["measure"] = edge
+    o = h.orchestrator(trials=1, retries=2)
+    summary = o.run()
+    assert summary["complete"] == 1
+    t = o.study.trials[0]
+    assert t.user_attrs["measure_task"]["attempt"] == 3
+    assert len(t.user_attrs["measure_errors"]) == 2
+
+
+def test_a_malformed_confirmation_is_recorded_as_an_error(h: Harness) -> None:
+    o = h.orchestrator(trials=2, confirm_front=True)
+    real = h.edge
+
+    def edge(payload: dict[str, Any]) -> dict[str, Any]:
+        good = real(payload)
+        return {**good, "batches": []} if o.finished() else good
+
+    h.dispatcher.handlers["measure"] = edge
+    o.run()
+    confirmed = o.study.user_attrs["confirm"]
+    assert confirmed and all(
+        set(c) == {"error"} and "no batches" in c["error"] for c in confirmed.values()
+    )
