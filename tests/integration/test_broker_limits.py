@@ -292,10 +292,21 @@ def test_clients_survive_the_server_closing_their_idle_connections(tmp_path):
                 assert str(edge_id) not in ids, "the idle connection was not closed"
                 # redis-py finds its pooled connection closed and reconnects.
                 assert edge.ping()
-                # kombu's producer and the result backend reconnect; the worker's consumer
-                # (BRPOP, SUBSCRIBE: never timed out) still takes tasks.
+                # kombu's producer reconnects; the worker's consumer (BRPOP, SUBSCRIBE: never
+                # timed out) still takes tasks; the worker's result backend reconnects to store
+                # the result, and ours to read it. Read as the orchestrator reads results (the
+                # stored record, polled), not through the client's pub/sub wake-up, whose idle
+                # connection the server closed too and which Celery re-subscribes on its own time.
                 second = app.send_task("tests.touch", args=[str(tmp_path / "b")], queue="edge")
-                assert second.get(timeout=20) == str(tmp_path / "b")
+                deadline = time.monotonic() + 60
+                meta = app.backend.get_task_meta(second.id)
+                while meta.get("status") != "SUCCESS" and time.monotonic() < deadline:
+                    time.sleep(0.25)
+                    meta = app.backend.get_task_meta(second.id)
+                app.backend.remove_pending_result(second)  # no unsubscribe at garbage collection
+                assert (tmp_path / "b").exists(), "the worker did not take the second task"
+                assert meta.get("status") == "SUCCESS", meta
+                assert meta.get("result") == str(tmp_path / "b")
         finally:
             app.close()
             procs.stop(worker)
