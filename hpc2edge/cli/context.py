@@ -29,3 +29,12 @@ def command_settings(
 def print_json(data: Any) -> None:
     """``data`` as indented, key-sorted JSON on stdout (``--json`` of every command)."""
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+#: ``--storage URL``: the Optuna study storage a reading command opens (report, dashboard).
+STORAGE_OPTION = click.option(
+    "--storage",
+    "url",
+    default=None,
+    help="Optuna storage URL (default: search.storage, else .hpc2edge/search.db).",
+)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import click
 
-from hpc2edge.cli.context import command_settings
+from hpc2edge.cli.context import STORAGE_OPTION, command_settings
 from hpc2edge.config import mask_url, study_storage_url
 from hpc2edge.ops.dashboard import (
     DEFAULT_HOST,
@@ -23,12 +23,7 @@ from hpc2edge.util.net import is_loopback
 
 
 @click.command("dashboard")
-@click.option(
-    "--storage",
-    "url",
-    default=None,
-    help="Optuna storage URL (default: search.storage, else .hpc2edge/search.db).",
-)
+@STORAGE_OPTION
 @click.option(
     "--host",
     default=DEFAULT_HOST,

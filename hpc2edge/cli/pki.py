@@ -51,14 +51,17 @@ def tls_init(ctx: click.Context, directory: Path | None, hosts: Sequence[str], f
     _echo_signers(target)
 
 
-@tls_group.command("init-signing")
-@click.option(
+_CA_DIR_OPTION = click.option(
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="The folder holding the CA (default: <state_dir>/tls).",
 )
+
+
+@tls_group.command("init-signing")
+@_CA_DIR_OPTION
 @click.option("--force", is_flag=True, help="Replace the signing certificates and signers/.")
 @click.pass_context
 def tls_init_signing(ctx: click.Context, directory: Path | None, force: bool) -> None:
@@ -73,13 +76,7 @@ def tls_init_signing(ctx: click.Context, directory: Path | None, force: bool) ->
 
 @tls_group.command("add-device")
 @click.argument("name")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The folder holding the CA (default: <state_dir>/tls).",
-)
+@_CA_DIR_OPTION
 @click.option("--force", is_flag=True, help="Replace an existing certificate of that name.")
 @click.pass_context
 def tls_add_device(ctx: click.Context, name: str, directory: Path | None, force: bool) -> None:

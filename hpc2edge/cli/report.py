@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hpc2edge.cli.context import command_settings
+from hpc2edge.cli.context import STORAGE_OPTION, command_settings
 from hpc2edge.config import measurement_store_url, study_storage_url
 from hpc2edge.report.collect import collect, dumps, load, write
 
@@ -25,12 +25,7 @@ def _reference(value: str | None) -> tuple[float, float] | None:
 
 @click.command("report")
 @click.option("--study", "study_name", required=True, help="The study to report on.")
-@click.option(
-    "--storage",
-    "url",
-    default=None,
-    help="Optuna storage URL (default: search.storage, else .hpc2edge/search.db).",
-)
+@STORAGE_OPTION
 @click.option(
     "--store",
     "store_url",
