@@ -77,6 +77,10 @@ class StudyStorageError(Hpc2EdgeError):
     """The study storage (or measurement store) to read does not exist or cannot be opened."""
 
 
+class SearchError(Hpc2EdgeError):
+    """The search cannot start or go on (a study that does not match, a study in use, ...)."""
+
+
 class DataError(Hpc2EdgeError):
     """A dataset is missing, unreadable or malformed; the message names file, group and dataset."""
 

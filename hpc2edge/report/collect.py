@@ -31,9 +31,12 @@ from typing import Any
 
 from hpc2edge.config import mask_url
 from hpc2edge.errors import StudyStorageError
+from hpc2edge.search import records as stored
 from hpc2edge.search.storage import open_storage
 
 REPORT_FORMAT = "hpc2edge-report/1"
+#: The stages of the searches this report reads (their task records and errors).
+STAGES = ("measure", "train")
 HV_MARGIN = 1.1  # the default reference point sits 10 % beyond the worst loss (and latency)
 STATES = {
     "COMPLETE": "complete",
@@ -128,7 +131,7 @@ def trial_records(study: Any, front: set[int]) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         constraint = a.get(CONSTRAINT_ATTR)
-        errors = [f"{k}: {e}" for k in ("measure", "train") for e in a.get(f"{k}_errors") or []]
+        errors = stored.errors(a, STAGES)
         out.append(
             {
                 "trial": t.number,
@@ -142,7 +145,7 @@ def trial_records(study: Any, front: set[int]) -> list[dict[str, Any]]:
                 "constraint_latency_ms": constraint,
                 "feasible": constraint is None or constraint <= 0,
                 "on_front": t.number in front,
-                "cached": (a.get("latency") or {}).get("cached"),
+                "cached": stored.cached(a),
                 "duplicate_of": a.get("duplicate_of"),
                 "reason": a.get("reason"),
                 "errors": errors,
@@ -154,12 +157,7 @@ def trial_records(study: Any, front: set[int]) -> list[dict[str, Any]]:
 def counts(study: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Trials per state, tasks sent (attempts, as the orchestrator counts), reuse."""
     by_state = {s: sum(1 for r in records if r["state"] == s) for s in set(STATES.values())}
-    sent = {"measure": 0, "train": 0}
-    for t in study.get_trials(deepcopy=False):
-        for kind in sent:
-            task = t.user_attrs.get(f"{kind}_task")
-            if task:
-                sent[kind] += int(task["attempt"])
+    sent = stored.tasks_sent((t.user_attrs for t in study.get_trials(deepcopy=False)), STAGES)
     return {
         "trials": len(records),
         **by_state,

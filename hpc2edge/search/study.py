@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 
+from hpc2edge.errors import SearchError
 from hpc2edge.search.objectives import Objective, constraints_func, native_constraints
 from hpc2edge.util.filemodes import private_sqlite
 
@@ -62,7 +63,6 @@ def open_study(
     name: str, url: str, objective: Objective, sampler: optuna.samplers.BaseSampler
 ) -> optuna.Study:
     """Create the study, or load it to resume; its directions must match ``objective``."""
-    from hpc2edge.search.orchestrator import SearchError
 
     st = storage(url)
     study = optuna.create_study(
@@ -86,7 +86,6 @@ def open_study(
 
 def load_study(name: str, url: str) -> optuna.Study:
     """An existing study, for reports and dashboards (no sampler needed)."""
-    from hpc2edge.search.orchestrator import SearchError
 
     try:
         return optuna.load_study(study_name=name, storage=storage(url))

@@ -17,7 +17,6 @@ optuna = pytest.importorskip("optuna")
 
 from hpc2edge.search import candidate as cand  # noqa: E402
 from hpc2edge.search import study as st  # noqa: E402
-from hpc2edge.search.dispatch import InlineDispatcher  # noqa: E402
 from hpc2edge.search.objectives import (  # noqa: E402
     CONSTRAINT_ATTR,
     Objective,
@@ -25,84 +24,17 @@ from hpc2edge.search.objectives import (  # noqa: E402
 )
 from hpc2edge.search.orchestrator import (  # noqa: E402
     LEASE_ATTR,
-    Orchestrator,
-    SearchConfig,
     SearchError,
 )
-from hpc2edge.space import get_space  # noqa: E402
-from hpc2edge.space.base import TrainingHParams  # noqa: E402
-from hpc2edge.store.artifacts import DirectoryArtifactStore  # noqa: E402
-from hpc2edge.store.measurements import MeasurementStore  # noqa: E402
-from hpc2edge.testing.fakes import FakeClock, FakeEdge, FakeTrainer  # noqa: E402
+from tests.support.search import ONE_POINT, PIN, Harness, states, step_until  # noqa: E402
 
 pytestmark = pytest.mark.unit
-
-# Small, fast networks: one or two blocks at 8 x 41 x 41 would still be many; pin the input
-# and let the sampler pick the rest.
-PIN = {"frames": 8, "size": 41}
-
-
-class Harness:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.url = f"sqlite:///{tmp / 'search.db'}"
-        self.store = MeasurementStore(f"sqlite:///{tmp / 'measurements.db'}")
-        self.artifacts = DirectoryArtifactStore(tmp / "artifacts")
-        self.edge = FakeEdge(self.artifacts)
-        self.trainer = FakeTrainer()
-        self.dispatcher = InlineDispatcher(
-            {"measure": self.edge, "train": self.trainer}, self.artifacts
-        )
-        self.clock = FakeClock()
-        self.plan = cand.TrainPlan(("/data/x.hdf5",), TrainingHParams(), epochs=1)
-
-    def orchestrator(
-        self,
-        name: str = "s",
-        *,
-        objective: Objective | None = None,
-        sampler: str = "random",
-        seed: int = 0,
-        **config: Any,
-    ) -> Orchestrator:
-        objective = objective or Objective("pareto")
-        config.setdefault("trials", 6)
-        config.setdefault("parallel", 2)
-        config.setdefault("pin", PIN)
-        config.setdefault("baseline", False)
-        study = st.open_study(
-            name,
-            self.url,
-            objective,
-            st.make_sampler(sampler, objective, seed=seed, trials=config["trials"]),
-        )
-        o = Orchestrator(
-            study,
-            self.dispatcher,
-            get_space("cnn3d"),
-            objective,
-            self.store,
-            self.plan,
-            SearchConfig(**config),
-            clock=self.clock,
-        )
-        return o
-
-    def sent(self, kind: str) -> int:
-        return self.dispatcher.count(kind)
 
 
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
     st.quiet_optuna()
     return Harness(tmp_path)
-
-
-def states(study: optuna.Study) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
 
 
 def test_search_completes_all_trials_with_a_front(h: Harness) -> None:
@@ -394,20 +326,6 @@ def test_a_task_that_raised_a_connection_error_is_retried(h: Harness) -> None:
 
 # --- regressions (issue 15, bugs 1 and 2) ------------------------------------------------------
 
-ONE_POINT = {**PIN, "n_blocks": 1, "block1_channels": 8, "block1_kernel_t": 1,
-             "block1_kernel_s": 3, "downsample": "pool", "batch_norm": False,
-             "activation": "relu", "head_width": 32, "head_layers": 1}  # fmt: skip
-
-
-def _step_until(o: Orchestrator, clock: FakeClock, done: Any, limit: int = 500) -> bool:
-    """Step ``o`` until ``done()`` (bounded: a hang is a failed assertion, not a stuck test)."""
-    for _ in range(limit):
-        if done():
-            return True
-        if not o.step():
-            clock.sleep(o.config.poll_interval_s)
-    return bool(done())
-
 
 def test_a_duplicate_released_by_its_failed_source_finishes_after_a_restart(h: Harness) -> None:
     real = h.edge
@@ -428,7 +346,7 @@ def test_a_duplicate_released_by_its_failed_source_finishes_after_a_restart(h: H
         task = t[1].user_attrs.get("measure_task") if 1 in t else None
         return bool(task and task.get("sent"))
 
-    assert _step_until(o, h.clock, released_and_sent)
+    assert step_until(o, h.clock, released_and_sent)
     trials = o.study.get_trials(deepcopy=False)
     assert trials[0].state.name == "FAIL"
     assert trials[1].user_attrs["duplicate_of"] is None  # released, measuring on its own
@@ -436,7 +354,7 @@ def test_a_duplicate_released_by_its_failed_source_finishes_after_a_restart(h: H
     device["answers"] = True
     again = h.orchestrator(trials=2, parallel=2, pin=ONE_POINT, retries=0)
     again.start()
-    assert _step_until(again, h.clock, again.finished), "the restarted search never finished"
+    assert step_until(again, h.clock, again.finished), "the restarted search never finished"
     assert again.study.get_trials(deepcopy=False)[1].state.name == "COMPLETE"
 
 

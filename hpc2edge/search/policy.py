@@ -1,0 +1,63 @@
+"""What each queue gets next: the send policy, and the capacity it fills.
+
+Trials are asked ahead into a ready pool (``parallel`` candidates in flight, more than the free
+slots of any one queue), so the orchestrator has a choice. Each step it offers a policy, per
+queue, every task that could be sent now (its stage is ready, its candidate exported, its
+back-off over) and sends the first ``free`` of the policy's order, where ``free`` is the queue's
+capacity less the tasks already on it. Capacity per queue is one slot per live worker (a device
+measures one model at a time; a train worker trains one), or ``parallel`` where it is unknown.
+
+:class:`Fifo` (the default) sends in the order trials were asked, the baseline first. A policy
+that reorders (a surrogate that sends the device the candidates most likely to be on the front,
+a fleet that balances device kinds) is one class with an :meth:`SendPolicy.order` method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from hpc2edge.search.records import Job
+    from hpc2edge.search.stages import Stage
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A task that could be sent now."""
+
+    job: Job
+    stage: Stage
+
+
+class SendPolicy(Protocol):
+    def order(self, queue: str, ready: Sequence[Ready]) -> Sequence[Ready]:
+        """``ready`` (in ask order) in the order ``queue`` should get them."""
+        ...
+
+
+class Fifo:
+    """First asked, first sent."""
+
+    def order(self, queue: str, ready: Sequence[Ready]) -> Sequence[Ready]:
+        return ready
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Task slots per queue; a queue not named has ``default`` slots."""
+
+    slots: Mapping[str, int]
+    default: int
+
+    def of(self, queue: str) -> int:
+        return max(0, int(self.slots.get(queue, self.default)))
+
+    @classmethod
+    def from_workers(cls, live: Mapping[str, int], queues: Sequence[str], default: int) -> Capacity:
+        """One slot per live worker on each queue the study needs (at least one)."""
+        return cls({q: max(1, int(live.get(q, 0))) for q in queues if q in live}, default)
+
+
+__all__ = ["Capacity", "Fifo", "Ready", "SendPolicy"]

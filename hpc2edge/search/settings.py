@@ -1,0 +1,94 @@
+"""The settings a trial's meaning depends on: recorded when a study starts, checked on resume.
+
+A study's trials are comparable only if they were measured and trained the same way. Everything
+that changes what a trial's numbers mean is recorded in two study attributes at the first run:
+``search`` (space, objective and budget, ordering, the edge's batch size, precision and protocol,
+pinned parameters) and ``plan`` (data files, epochs, learning rate, batch sizes, seed, split
+fractions, engine). A later run of the same study must ask for the same; a difference is refused
+with one line naming the first setting that differs, its old and its new value.
+
+A setting missing from a record written by an older version (``protocol`` before schema 2) is
+adopted: the study did not say, so the run may.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from hpc2edge.errors import SearchError
+
+#: Names printed for nested plan settings (the CLI's option names, where there is one).
+NAMES = {
+    "plan.data_paths": "data",
+    "plan.hparams.lr": "lr",
+    "plan.hparams.batch_size_per_gpu": "train batch size",
+    "plan.epochs": "epochs",
+    "plan.test_fraction": "test fraction",
+    "plan.resources.engine": "engine",
+    "search.objective.name": "objective",
+    "search.objective.latency_budget_ms": "latency budget (ms)",
+    "search.latency_first": "latency first",
+    "search.batch_size": "batch size",
+}
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"prefix.a.b": 1}`` (lists stay values)."""
+    if not isinstance(value, Mapping):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out.update(flatten(f"{prefix}.{k}", v))
+    return out
+
+
+def difference(recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> str | None:
+    """The first setting that differs, as one line; None when the run may resume the study.
+
+    ``recorded`` and ``asked`` map ``search`` and ``plan`` to their records.
+    """
+    old = _flat(recorded)
+    new = _flat(asked)
+    for key in sorted(set(old) | set(new), key=_order):
+        part, field = key.split(".")[:2]
+        if field not in (recorded.get(part) or {}):
+            continue  # not recorded by the version that started the study: adopted
+        if _canon(old.get(key)) != _canon(new.get(key)):
+            name = NAMES.get(key, key.split(".", 1)[1])
+            was = f"has {_show(old[key])}" if key in old else "does not set it"
+            now = f"asks {_show(new[key])}" if key in new else "does not set it"
+            return f"{name}: the study {was}, this run {now}"
+    return None
+
+
+def _flat(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for part in ("search", "plan") for k, v in flatten(part, record.get(part)).items()}
+
+
+def check(study_name: str, recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> None:
+    """Raise :class:`SearchError` when the run asks for other settings than the study has."""
+    diff = difference(recorded, asked)
+    if diff:
+        raise SearchError(
+            f"study {study_name!r} was started with other settings ({diff}); rerun with the "
+            "same options or pick another --study name"
+        )
+
+
+def _order(key: str) -> tuple[int, str]:
+    # The commonest mistakes first: training settings, then the rest.
+    return (0 if key.startswith("plan.") else 1, key)
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _show(value: Any) -> str:
+    text = _canon(value) if isinstance(value, (list, dict)) else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+__all__ = ["check", "difference", "flatten"]

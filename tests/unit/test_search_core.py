@@ -1,0 +1,377 @@
+"""The search core's parts (issue 15): stages, the task runner's send budget, the send policy and
+capacity, results checked at the boundary, the recorder, the study settings, the export pool.
+
+The orchestrator runs over the inline dispatcher with real Optuna (SQLite), a real measurement
+store and real ONNX export, as in ``test_search_orchestrator.py``; the device and the trainer are
+the doubles of :mod:`hpc2edge.testing.fakes`. Each extension point is shown with one new object
+(a second device kind, a second training rung, another send policy), nothing else changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("optuna")
+
+from hpc2edge.errors import BrokerError, SearchError
+from hpc2edge.search import study as st
+from hpc2edge.search.objectives import Objective
+from hpc2edge.search.policy import Ready
+from hpc2edge.search.records import TaskRecord, task
+from hpc2edge.search.settings import difference
+from hpc2edge.search.stages import (
+    LatencyGate,
+    MeasureStage,
+    Pipeline,
+    TrainStage,
+)
+from hpc2edge.space.base import ArchSpec
+from tests.support.search import Harness
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    st.quiet_optuna()
+    return Harness(tmp_path)
+
+
+def _trials(o: Any) -> list[Any]:
+    return o.study.get_trials(deepcopy=False)
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+def test_a_task_record_round_trips_and_reads_a_schema_1_record() -> None:
+    rec = TaskRecord("measure", "edge", 2, id="edge-x", label="l", sent=True, sent_at=5.0)
+    assert TaskRecord.from_json(rec.to_json(), kind="?", queue="?") == rec
+    old = {"id": None, "attempt": 3, "retry_at": 12.5}  # what schema 1 wrote for a back-off
+    read = TaskRecord.from_json(old, kind="train", queue="train")
+    assert (read.kind, read.queue, read.attempt, read.waiting, read.retry_at) == (
+        "train", "train", 3, True, 12.5,
+    )  # fmt: skip
+    assert task({"measure_task": "not a record"}, "measure") is None
+
+
+# --- bug 4: a send that fails is retried, with a back-off, a bounded number of times -----------
+
+
+class FailingPuts:
+    """An artifact store whose ``put`` fails ``n`` times (the broker away), then works."""
+
+    def __init__(self, real: Any, n: int) -> None:
+        self.real = real
+        self.left = n
+        self.calls = 0
+
+    def put(self, data: bytes) -> str:
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            raise BrokerError("cannot store the artifact: connection refused")
+        return str(self.real.put(data))
+
+    def get(self, key: str) -> bytes:
+        return bytes(self.real.get(key))
+
+
+def test_a_failing_artifact_put_fails_the_trial_after_its_send_budget(h: Harness) -> None:
+    puts = FailingPuts(h.artifacts, n=10**6)
+    h.dispatcher.artifacts = puts  # type: ignore[assignment]
+    o = h.orchestrator(trials=1, parallel=1, send_retries=3, backoff_s=2)
+    summary = o.run()
+    (t,) = o.study.trials
+    assert summary["failed"] == 1 and t.state.name == "FAIL"
+    assert t.user_attrs["reason"].startswith("measure: cannot send: BrokerError")
+    assert "4 sends failed" in t.user_attrs["reason"]
+    assert puts.calls == 4 and h.sent("measure") == 0
+    # Backed off 2 + 4 + 8 s between the four tries (a fake clock: no real waiting).
+    assert h.clock.now - 1_800_000_000.0 >= 14
+
+
+def test_a_broker_that_comes_back_within_the_send_budget_loses_nothing(h: Harness) -> None:
+    puts = FailingPuts(h.artifacts, n=2)
+    h.dispatcher.artifacts = puts  # type: ignore[assignment]
+    o = h.orchestrator(trials=2, parallel=1, send_retries=3, backoff_s=1)
+    summary = o.run()
+    assert summary["complete"] == 2
+    first = o.study.trials[0].user_attrs["measure_task"]
+    assert first["attempt"] == 1 and first["send_failures"] == 2 and first["sent"] is True
+
+
+def test_a_submit_that_fails_is_sent_again_under_the_recorded_id(h: Harness) -> None:
+    real_submit = h.dispatcher.submit
+    ids: list[str] = []
+
+    def submit(kind: str, payload: dict[str, Any], task_id: str, expires_s: float) -> None:
+        ids.append(task_id)
+        if len(ids) == 1:
+            raise BrokerError("connection reset while sending")
+        real_submit(kind, payload, task_id, expires_s)
+
+    h.dispatcher.submit = submit  # type: ignore[method-assign]
+    o = h.orchestrator(trials=1, parallel=1, backoff_s=1)
+    assert o.run()["complete"] == 1
+    assert ids[0] == ids[1], "the message may have gone out: the resend reuses its id"
+
+
+# --- bug 3: results are checked at the orchestrator's boundary --------------------------------
+
+
+def test_a_result_for_another_network_is_rejected(h: Harness) -> None:
+    real = h.edge
+    calls = {"n": 0}
+
+    def edge(payload: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        good = real(payload)
+        return {**good, "arch_id": "0" * 64} if calls["n"] == 1 else good
+
+    h.dispatcher.handlers["measure"] = edge
+    o = h.orchestrator(trials=1, parallel=1)
+    assert o.run()["complete"] == 1
+    (t,) = o.study.trials
+    assert t.user_attrs["measure_errors"] == [
+        "measure: result rejected: ResultRejected: the result is for network '" + "0" * 64 + "'"
+    ]
+
+
+def test_a_forged_result_every_time_fails_the_trial_not_the_search(h: Harness) -> None:
+    real = h.edge
+    h.dispatcher.handlers["measure"] = lambda p: {**real(p), "onnx_sha256": "f" * 64}
+    o = h.orchestrator(trials=2, parallel=1, retries=1)
+    summary = o.run()
+    assert summary["failed"] == 2
+    for t in o.study.trials:
+        assert (
+            "another ONNX model" in t.user_attrs["reason"]
+            and "(2 attempts)" in t.user_attrs["reason"]
+        )
+
+
+def test_a_store_that_records_no_row_fails_an_attempt(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concurrent writer on a shared store can leave ``record`` with no row for us."""
+    real = h.store.record
+    calls = {"n": 0}
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        return [] if calls["n"] == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(h.store, "record", record)
+    o = h.orchestrator(trials=1, parallel=1)
+    assert o.run()["complete"] == 1
+    assert "recorded no batch size 1 row" in o.study.trials[0].user_attrs["measure_errors"][0]
+
+
+# --- the send policy and capacity ---------------------------------------------------------------
+
+
+def test_capacity_per_queue_bounds_what_is_in_flight(h: Harness) -> None:
+    held: list[dict[str, Any]] = []
+
+    def device(payload: dict[str, Any]) -> dict[str, Any] | None:
+        held.append(payload)
+        return None  # keeps the task on the device
+
+    h.dispatcher.handlers["measure"] = device
+    o = h.orchestrator(trials=4, parallel=4, slots={"edge": 1})
+    o.start()
+    for _ in range(6):
+        o.step()
+    assert o.counts()["in_flight_by_queue"]["edge"] == 1
+    assert h.sent("measure") == 1, "one device slot: the other three candidates wait"
+    assert o.counts()["running"] == 4  # asked and exported ahead: the ready pool
+    o.release()
+
+
+class Largest:
+    """A policy that gives the device the biggest network first."""
+
+    def __init__(self) -> None:
+        self.offered: list[list[int]] = []
+
+    def order(self, queue: str, ready: Sequence[Ready]) -> Sequence[Ready]:
+        self.offered.append([r.job.number or 0 for r in ready])
+        return sorted(ready, key=lambda r: -r.job.attrs.get("params", 0))
+
+
+def test_a_send_policy_chooses_what_the_device_gets_next(h: Harness) -> None:
+    policy = Largest()
+    o = h.orchestrator(trials=4, parallel=4, slots={"edge": 1}, orchestrator={"policy": policy})
+    o.start()
+    o.step()  # four trials asked and exported
+    o.step()  # the device's one slot: the policy picks
+    (first,) = [p for k, _, p in h.dispatcher.sent if k == "measure"]
+    params = {t.user_attrs["arch_id"]: t.user_attrs["params"] for t in _trials(o)}
+    assert params[first["arch_id"]] == max(params.values())
+    assert policy.offered[0] == [0, 1, 2, 3]
+    o.run()
+    assert all(t.state.name == "COMPLETE" for t in _trials(o))
+
+
+# --- one new stage: a second device kind, a second training rung -------------------------------
+
+
+def test_a_second_device_kind_is_one_more_measure_stage(h: Harness) -> None:
+    cfg = dict(batch_size=1, precision="fp32", protocol="quick")
+    orin, nano = MeasureStage(**cfg), MeasureStage(name="measure_nano", device="nano", **cfg)
+    pipeline = Pipeline.latency_first([orin, nano], [TrainStage()], [LatencyGate()])
+    o = h.orchestrator(trials=3, parallel=2, orchestrator={"pipeline": pipeline})
+    summary = o.run()
+    assert summary["complete"] == 3
+    assert summary["tasks_sent"]["measure"] == summary["tasks_sent"]["measure_nano"] == 3
+    for t in o.study.trials:
+        a = t.user_attrs
+        assert a["latency_ms@nano"] > 0 and a["latency@nano"]["cached"] is False
+        assert a["measure_nano_task"]["sent"] is True
+        assert t.values == [a["val_mse"], a["latency_ms"]]  # the study's device decides
+    # The trainer started only once both devices had answered.
+    kinds = [k for k, _, _ in h.dispatcher.sent]
+    assert kinds[:3] == ["measure", "measure", "train"]
+
+
+def test_a_second_training_rung_is_one_more_train_stage(h: Harness) -> None:
+    rungs = [
+        TrainStage(name="train_r0", rung=0, final=False, epochs=1),
+        TrainStage(rung=1, epochs=3),
+    ]
+    measure = MeasureStage()
+    pipeline = Pipeline.latency_first([measure], rungs, [LatencyGate()])
+    o = h.orchestrator(trials=2, parallel=1, orchestrator={"pipeline": pipeline})
+    assert o.run()["complete"] == 2
+    trains = [p for k, _, p in h.dispatcher.sent if k == "train"]
+    assert [p["epochs"] for p in trains] == [1, 3, 1, 3]
+    keys = [p["trial_key"] for p in trains]
+    assert keys[1] == keys[0] + "/r1", "the rung is part of the worker's idempotency key"
+    a = o.study.trials[0].user_attrs
+    assert "val_mse.r0" in a and "val_mse" in a and a["train_r0_task"]["sent"] is True
+
+
+def test_a_pipeline_without_the_studys_device_or_a_final_rung_is_refused() -> None:
+    with pytest.raises(ValueError, match="measure stage for the study's device"):
+        Pipeline((TrainStage(),))
+    with pytest.raises(ValueError, match="final train stage"):
+        Pipeline((MeasureStage(), TrainStage(final=False)))
+    with pytest.raises(ValueError, match="unknown stages"):
+        Pipeline((MeasureStage(), TrainStage(after=("nope",))))
+
+
+# --- the recorder ---------------------------------------------------------------------------------
+
+
+def test_every_write_is_made_once_and_only_when_the_value_changed(h: Harness) -> None:
+    o = h.orchestrator(trials=3, parallel=1)
+    o.run()
+    # Per trial: arch_id, spec, onnx_sha256, params, flops, 2 x measure_task, latency,
+    # latency_ms, 2 x train_task, train, val_mse, the tell; the study: search_id, schema,
+    # search, plan; the lease is not the recorder's.
+    assert o.recorder.writes == 3 * 14 + 4
+
+
+# --- study settings -----------------------------------------------------------------------------
+
+
+def test_resuming_with_other_epochs_is_refused_naming_the_setting(h: Harness) -> None:
+    h.orchestrator(trials=1, parallel=1).run()
+    h.plan = replace(h.plan, epochs=2)
+    with pytest.raises(SearchError) as err:
+        h.orchestrator(trials=2, parallel=1).start()
+    message = str(err.value)
+    assert "epochs: the study has 1, this run asks 2" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda p: replace(p, data_paths=("/data/y.hdf5",)), "data: the study has"),
+        (lambda p: replace(p, test_fraction=0.3), "test fraction: the study has None"),
+        (lambda p: replace(p, hparams=replace(p.hparams, lr=0.5)), "lr: the study has"),
+        (lambda p: replace(p, resources={"engine": "deepspeed"}), "engine: the study does not"),
+    ],
+)
+def test_every_training_setting_is_checked_on_resume(h: Harness, change: Any, named: str) -> None:
+    h.orchestrator(trials=1, parallel=1).run()
+    h.plan = change(h.plan)
+    with pytest.raises(SearchError, match=named):
+        h.orchestrator(trials=2, parallel=1).start()
+
+
+def test_resuming_with_another_protocol_or_budget_is_refused(h: Harness) -> None:
+    h.orchestrator(trials=1, parallel=1).run()
+    with pytest.raises(SearchError, match="protocol: the study has 'default', this run asks"):
+        h.orchestrator(trials=2, parallel=1, protocol="quick").start()
+    with pytest.raises(SearchError, match=r"latency budget \(ms\): the study has None"):
+        h.orchestrator(trials=2, parallel=1, objective=Objective("pareto", 5.0)).start()
+    with pytest.raises(SearchError, match=r"pin\.size: the study has 41, this run does not set it"):
+        h.orchestrator(trials=2, parallel=1, pin={"frames": 8}).start()
+
+
+def test_a_setting_an_older_version_did_not_record_is_adopted() -> None:
+    old = {"search": {"space": "cnn3d", "pin": {}}, "plan": {"epochs": 1}}
+    new = {"search": {"space": "cnn3d", "pin": {}, "protocol": "quick"}, "plan": {"epochs": 1}}
+    assert difference(old, new) is None
+    assert difference(new, {**new, "search": {**new["search"], "protocol": "default"}})
+
+
+def test_the_same_settings_resume(h: Harness) -> None:
+    h.orchestrator(trials=1, parallel=1).run()
+    assert h.orchestrator(trials=2, parallel=1).run()["complete"] == 2
+
+
+# --- the export pool ----------------------------------------------------------------------------
+
+
+def test_candidates_exported_in_a_pool_give_the_same_search(h: Harness, tmp_path: Path) -> None:
+    inline = h.orchestrator("inline", trials=4, parallel=2, seed=5)
+    inline.run()
+    pooled = h.orchestrator("pooled", trials=4, parallel=2, seed=5, export_workers=1)
+    summary = pooled.run()
+    assert summary["complete"] == 4
+
+    def sha(o: Any) -> list[str]:
+        return [t.user_attrs["onnx_sha256"] for t in _trials(o)]
+
+    assert sha(pooled) == sha(inline), "the same networks export to the same bytes"
+
+
+def test_a_network_the_exporter_refuses_comes_back_from_the_pool_as_the_error() -> None:
+    from hpc2edge.errors import ExportError
+    from hpc2edge.search.prepare import Preparer
+    from hpc2edge.space import get_space
+
+    spec = get_space("cnn3d").baseline().to_dict()
+    channels = spec["params"]["channels"]
+    bad = ArchSpec.from_dict(
+        {**spec, "params": {**spec["params"], "channels": [0] * len(channels)}}
+    )
+    pool = Preparer(workers=1)
+    try:
+        pool.request("bad", bad)
+        deadline = time.monotonic() + 120  # a spawned process imports torch: seconds, not more
+        while (built := pool.take("bad")) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pool.close()
+    assert isinstance(built, ExportError) and "ONNX export failed" in str(built)
+
+
+def test_configs_that_cannot_work_are_refused() -> None:
+    from hpc2edge.search.orchestrator import SearchConfig
+
+    with pytest.raises(ValueError, match="slots"):
+        SearchConfig(trials=1, slots={"edge": 0})
+    with pytest.raises(ValueError, match="send_retries"):
+        SearchConfig(trials=1, send_retries=-1)
