@@ -1,9 +1,12 @@
 """``hpc2edge search`` and ``hpc2edge demo``.
 
 ``search`` runs (or resumes: same ``--study``, same storage) an orchestrator against the broker in
-the config, prints one line per finished trial and a progress line, and ends with the front as a
-table against the baseline. ``demo`` is the whole mission on one machine: synthetic data, the
-local stack, a search sized for minutes on a laptop CPU, the front, and the stack down again.
+the config, shows its progress on stderr (a bar in a terminal, a line per event otherwise:
+``--log-format``), and ends with the front as a table against the baseline. It exits 2 before
+asking anything when a queue it needs has no live worker (``--wait-workers S`` waits for one),
+and 1 when the search finished without a single complete trial. ``demo`` is the whole mission on
+one machine: synthetic data, the local stack, a search sized for minutes on a laptop CPU, the
+front, and the stack down again.
 
 Heavy imports (optuna, torch) happen inside the commands: ``hpc2edge --help`` stays fast and
 works on an edge device.
@@ -12,7 +15,9 @@ works on an edge device.
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +145,33 @@ def _report_front(summary: dict[str, Any], study: Any, as_json: bool) -> None:
         click.echo(f"  trial {number} failed: {reason}")
 
 
+def commonest_reasons(study: Any, n: int = 3) -> list[tuple[int, str]]:
+    """Why trials failed or were pruned, commonest first: (count, an example reason).
+
+    Reasons that differ only in their numbers (``... 3.1 ms > 2 ms``, ``... in 1800 s``) count
+    as one.
+    """
+    counts: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name not in ("FAIL", "PRUNED"):
+            continue
+        reason = str(t.user_attrs.get("reason") or t.state.name.lower()).splitlines()[0][:200]
+        key = re.sub(r"\d+(?:\.\d+)?", "#", reason)
+        counts[key] += 1
+        example.setdefault(key, reason)
+    return [(count, example[key]) for key, count in counts.most_common(n)]
+
+
+def _none_complete(summary: dict[str, Any], study: Any, what: str) -> click.ClickException:
+    """The error for a search that finished without a complete trial, with the reasons."""
+    reasons = "; ".join(f"{c}x {r}" for c, r in commonest_reasons(study))
+    return click.ClickException(
+        f"{what} finished without a single complete trial ({summary['pruned']} pruned, "
+        f"{summary['failed']} failed)" + (f"; commonest reasons: {reasons}" if reasons else "")
+    )
+
+
 def _write_report(settings: Settings, study: Any, storage_url: str) -> Path:
     """``hpc2edge report`` for a finished study, into ``<state_dir>/reports/<study>/``."""
     from hpc2edge.report.collect import collect, write
@@ -175,6 +207,22 @@ def _write_report(settings: Settings, study: Any, storage_url: str) -> Path:
     help="Optuna storage URL (default: search.storage, else .hpc2edge/search.db).",
 )
 @search_options
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "bar", "plain"]),
+    default="auto",
+    show_default=True,
+    help="Progress on stderr: a bar, or one line per event; auto: a bar in a terminal.",
+)
+@click.option(
+    "--wait-workers",
+    "wait_workers_s",
+    type=click.FloatRange(0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for a live edge and train worker before giving up (exit 2).",
+)
 @click.pass_context
 def search_cmd(ctx: click.Context, data: Path, trials: int, study_name: str | None,
                storage_url: str | None, as_json: bool, **o: Any) -> None:  # fmt: skip
@@ -185,6 +233,8 @@ def search_cmd(ctx: click.Context, data: Path, trials: int, study_name: str | No
         settings, study_name=name, data=data, trials=trials, storage_url=storage_url, **o
     )
     _report_front(summary, study, as_json)
+    if summary["complete"] == 0:
+        raise _none_complete(summary, study, f"study {name!r}")
 
 
 @click.command("demo")
@@ -233,6 +283,7 @@ def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: b
             confirm_front=False,
             frames=DEMO_PIN["frames"],
             size=DEMO_PIN["size"],
+            wait_workers_s=30.0,  # `up` waited for their answers; their heartbeats follow
         )
         _report_front(summary, study, as_json=False)
         html = _write_report(settings, study, summary["storage"])
@@ -248,4 +299,4 @@ def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: b
         if not keep_up:
             stack.down(settings)
     if summary["complete"] == 0:
-        raise click.ClickException("the demo finished without a single complete trial")
+        raise _none_complete(summary, study, "the demo")

@@ -3,15 +3,102 @@
 What ``hpc2edge search`` and ``demo`` run, and what the end-to-end tests and ``bench/search.py``
 call with their own dispatcher. ``o`` holds the search's options under the names of the command's
 options (``space_name``, ``objective``, ``latency_budget_ms``, ``sampler``, ``seed``, ...).
+
+Before the first trial is asked, :func:`preflight` checks that the queues the search sends to
+have a live worker: a search against a queue nobody consumes would only time out, trial after
+trial, half an hour each. A dispatcher that cannot tell (``workers()`` is ``{}``, as the inline
+one in tests answers) is not stopped. The commands ask for the check (``wait_workers_s``); a
+caller that leaves it out (the tests of a device that goes away) runs without it.
 """
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hpc2edge.config import Settings, measurement_store_url, study_storage_url
-from hpc2edge.search.progress import Progress
+from hpc2edge.errors import SearchError
+from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN
+
+#: The queues every search sends to, and how to start a worker for each (as docs/design.md).
+NEEDED_QUEUES = (QUEUE_EDGE, QUEUE_TRAIN)
+START_WORKER = {
+    QUEUE_EDGE: "`celery -A hpc2edge worker -Q edge --pool solo -c 1` on the edge device",
+    QUEUE_TRAIN: "`celery -A hpc2edge worker -Q train -c 1` on a GPU node "
+    "(workers/hpc/train-worker.sbatch)",
+}
+POLL_WORKERS_S = 2.0
+
+
+class NoLiveWorkers(SearchError):
+    """A queue the search needs has no live worker (exit status 2: start one, rerun)."""
+
+    exit_code = 2
+
+    def __init__(self, queues: Sequence[str], waited_s: float = 0.0) -> None:
+        self.queues = list(queues)
+        names = " and ".join(self.queues)
+        noun = "queue" if len(self.queues) == 1 else "queues"
+        waited = f" after waiting {waited_s:g} s" if waited_s > 0 else ""
+        start = "; ".join(START_WORKER.get(q, f"a worker of {q}") for q in self.queues)
+        super().__init__(
+            f"no live worker on the {names} {noun}{waited}: start {start} "
+            "(`hpc2edge up` starts both on this machine, `hpc2edge status` lists the workers; "
+            "--wait-workers S waits for them)"
+        )
+
+
+def missing_workers(dispatcher: Any, queues: Sequence[str] = NEEDED_QUEUES) -> list[str]:
+    """The queues of ``queues`` that the dispatcher says have no live worker.
+
+    A queue it does not report (``workers()`` is ``{}`` when it cannot tell) is not missing.
+    """
+    live = dispatcher.workers()
+    return [q for q in queues if live.get(q) == 0]
+
+
+def preflight(
+    dispatcher: Any,
+    wait_s: float = 0.0,
+    *,
+    say: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = POLL_WORKERS_S,
+) -> None:
+    """Return when every queue the search needs has a live worker (or nobody can tell).
+
+    Args:
+        dispatcher: asked through ``workers()``.
+        wait_s: how long to wait for missing workers, polling every ``poll_s``.
+        say: where the waiting is announced (default: a line on stderr).
+        clock, sleep: monotonic time and sleeping (tests pass fakes).
+
+    Raises:
+        NoLiveWorkers: a needed queue still has no live worker.
+    """
+    say = say or _say
+    missing = missing_workers(dispatcher)
+    if missing and wait_s > 0:
+        say(
+            f"waiting up to {wait_s:g} s for a worker on the {' and '.join(missing)} "
+            f"queue{'s' if len(missing) > 1 else ''}"
+        )
+        deadline = clock() + wait_s
+        while missing and clock() < deadline:
+            sleep(max(0.0, min(poll_s, deadline - clock())))
+            missing = missing_workers(dispatcher)
+        if not missing:
+            say("workers are live on every queue: starting")
+    if missing:
+        raise NoLiveWorkers(missing, waited_s=wait_s)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def run_search(
@@ -24,14 +111,25 @@ def run_search(
     store_url: str | None = None,
     dispatcher: Any = None,
     progress: bool = True,
+    log_format: str = "auto",
+    wait_workers_s: float | None = None,
     **o: Any,
 ) -> tuple[dict[str, Any], Any]:
-    """Open (or resume) the study and run it; returns (summary, study)."""
+    """Open (or resume) the study and run it; returns (summary, study).
+
+    ``progress`` shows it on stderr (:class:`~hpc2edge.search.progress.Progress`, as
+    ``log_format``). With ``wait_workers_s`` (0: check, do not wait) :func:`preflight` checks
+    for live workers first, waiting that long for missing ones; ``None`` skips the check.
+
+    Raises:
+        NoLiveWorkers: a queue the search needs has no live worker (after ``wait_workers_s``).
+    """
     from hpc2edge.search import candidate as cand
     from hpc2edge.search import study as st
     from hpc2edge.search.dispatch import CeleryDispatcher
     from hpc2edge.search.objectives import Objective
     from hpc2edge.search.orchestrator import Orchestrator, SearchConfig
+    from hpc2edge.search.progress import Progress
     from hpc2edge.space import get_space
     from hpc2edge.space.base import TrainingHParams
     from hpc2edge.store.measurements import MeasurementStore
@@ -76,13 +174,17 @@ def run_search(
     own_dispatcher = dispatcher is None
     dispatcher = dispatcher or CeleryDispatcher(settings)
     try:
+        if wait_workers_s is not None:
+            preflight(dispatcher, wait_workers_s)
         orch = Orchestrator(study, dispatcher, space, objective, store, plan, config)
-        if progress:
-            p = Progress(orch)
-            orch.callbacks.append(p)
-        summary = orch.run()
-        if progress:
-            p.tick(force=True)
+        shown = Progress(orch, log_format=log_format) if progress else None
+        if shown is not None:
+            orch.callbacks.append(shown)
+        try:
+            summary = orch.run()
+        finally:
+            if shown is not None:
+                shown.close()
     finally:
         if own_dispatcher:
             dispatcher.close()
