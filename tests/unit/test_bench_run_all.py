@@ -71,3 +71,20 @@ def test_every_benchmark_script_exists_and_takes_json(run_all) -> None:
         script = ROOT / "bench" / f"{bench.name}.py"
         assert script.is_file()
         assert bench.json_flag.lstrip("-") in script.read_text()
+
+
+def test_orchestrator_row_reads_the_largest_trial_count(run_all) -> None:
+    report = {
+        "settings": {"sampler": "tpe"},
+        "versions": {"baseline": {"ref": "c1a982f"}, "working": {}},
+        "ratios_working_over_baseline": {"200": {"loop_thread_cpu": 0.125}},
+        "goal": {"goal_loop_ms": 50.0, "trials": 200,
+                 "loop_thread_cpu_ms": {"baseline": 320.0, "working": 40.0}},
+    }  # fmt: skip
+    bench = next(b for b in run_all.BENCHES if b.name == "orchestrator")
+    entry = {"ok": True, "headline": bench.headline(report)}
+    results = {**RESULTS, "benchmarks": {"orchestrator": entry}}
+    assert (
+        "| orchestrator | loop thread CPU per trial at 200 trials (tpe), working tree / c1a982f "
+        "| 40 ms / 320 ms (0.12x); goal <= 50 ms at 2000 trials |" in run_all.render_table(results)
+    )
