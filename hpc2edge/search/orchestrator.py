@@ -91,6 +91,8 @@ log = logging.getLogger(__name__)
 BASELINE = "baseline"
 #: Results of the baseline a duplicate of it, or of a trial, copies.
 COPIED = ("onnx_sha256", "params", "flops")
+#: How often the live workers (each queue's capacity) are counted again.
+WORKERS_EVERY_S = 30.0
 
 
 class SystemClock:
@@ -116,7 +118,8 @@ class SearchConfig:
         parallel: candidates in flight at once (the ready pool the send policy chooses from);
             0 means twice the live workers, at least 2.
         slots: task slots per queue (``{"edge": 1, "train": 4}``); a queue not named gets one
-            per live worker when they are counted (``parallel`` 0), else ``parallel``.
+            per live worker where the dispatcher counts them (again every 30 s), else
+            ``parallel``.
         latency_first: measure before training; with False both are sent at once.
         batch_size, precision, protocol: how the edge measures (``protocol``: a name from
             :data:`candidate.PROTOCOLS` or a protocol dict).
@@ -267,6 +270,7 @@ class Orchestrator:
         self.capacity = Capacity({}, config.parallel)
         self._by_arch: dict[str, str] = {}
         self._parallel = config.parallel
+        self._workers_at = 0.0
         self._started = False
 
     # --- life cycle -------------------------------------------------------------------------
@@ -282,13 +286,10 @@ class Orchestrator:
                 self._by_arch.setdefault(job.spec.arch_id, job.key)
         if self.config.baseline:
             self._start_baseline()
-        live = self.dispatcher.workers() if self._parallel == 0 else {}
+        live = self._count_workers()
         if self._parallel == 0:
             self._parallel = max(2, 2 * sum(live.get(q, 0) for q in self.pipeline.queues))
-        self.capacity = Capacity(
-            {**Capacity.from_workers(live, self.pipeline.queues, 0).slots, **self.config.slots},
-            self._parallel,
-        )
+        self._set_capacity(live)
         probe = self.dispatcher.probe_edge(timeout_s=5.0)
         if probe and isinstance(probe.get("measurement"), dict):
             m = probe["measurement"]
@@ -336,8 +337,20 @@ class Orchestrator:
             changed = True
         self.recorder.flush()
         self.lease.beat()
+        if self.clock.time() - self._workers_at >= WORKERS_EVERY_S:
+            self._set_capacity(self._count_workers())
         self.emit("tick", None)
         return changed
+
+    def _count_workers(self) -> dict[str, int]:
+        self._workers_at = self.clock.time()
+        return self.dispatcher.workers()
+
+    def _set_capacity(self, live: dict[str, int]) -> None:
+        """One slot per live worker where they are counted, ``parallel`` elsewhere; the
+        configured ``slots`` win."""
+        counted = Capacity.from_workers(live, self.pipeline.queues, 0).slots
+        self.capacity = Capacity({**counted, **self.config.slots}, self._parallel)
 
     # --- what jobs the orchestrator has -----------------------------------------------------
 

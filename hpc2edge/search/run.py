@@ -141,6 +141,7 @@ def run_search(
     config = SearchConfig(
         trials=trials,
         parallel=o["parallel"],
+        export_workers=o.get("export_workers", 0),
         latency_first=o["latency_first"],
         batch_size=o["batch_size"],
         precision=o["precision"],
