@@ -57,10 +57,26 @@ class Lease:
         self.beat()
 
     def beat(self) -> None:
+        """Renew the lease (at most every ``stale_s / 4``).
+
+        Raises:
+            LeaseHeld: another orchestrator took the study meanwhile (this one stalled for
+                longer than ``stale_s``): this one must stop, not take it back.
+        """
         now = self.clock.time()
-        if self._beat_at is None or now - self._beat_at >= self.stale_s / 4:
-            self.study.set_user_attr(ATTR, {**self.me, "heartbeat": now})
-            self._beat_at = now
+        if self._beat_at is not None and now - self._beat_at < self.stale_s / 4:
+            return
+        if self._beat_at is not None:
+            lease = self.study.user_attrs.get(ATTR)
+            holder = (lease.get("host"), lease.get("pid")) if isinstance(lease, dict) else None
+            if holder is not None and holder != (self.me["host"], self.me["pid"]):
+                self._beat_at = None
+                raise LeaseHeld(
+                    f"study {self.study.study_name!r} was taken over by pid {holder[1]} on "
+                    f"{holder[0]} while this run stalled; this run stops"
+                )
+        self.study.set_user_attr(ATTR, {**self.me, "heartbeat": now})
+        self._beat_at = now
 
     def release(self) -> None:
         """Give the lease up, if it is still ours (the next run need not wait for it to age)."""

@@ -40,6 +40,7 @@ malformed or forged result fails one attempt, never the search.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -52,12 +53,18 @@ from optuna.trial import FrozenTrial, TrialState
 from hpc2edge.errors import Hpc2EdgeError, SearchError
 from hpc2edge.roles import QUEUE_EDGE
 from hpc2edge.search import candidate as cand
+from hpc2edge.search import confirm
 from hpc2edge.search import settings as study_settings
-from hpc2edge.search.dispatch import Dispatcher, Outcome
+from hpc2edge.search.dispatch import Dispatcher
 from hpc2edge.search.lease import ATTR as LEASE_ATTR
 from hpc2edge.search.lease import STALE_S as LEASE_STALE_S
 from hpc2edge.search.lease import Clock, Lease
-from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, native_constraints
+from hpc2edge.search.objectives import (
+    CONSTRAINT_ATTR,
+    Objective,
+    native_constraints,
+    pareto_front,
+)
 from hpc2edge.search.policy import Capacity, Fifo, Ready, SendPolicy
 from hpc2edge.search.prepare import Preparer
 from hpc2edge.search.recorder import Recorder
@@ -67,6 +74,7 @@ from hpc2edge.search.records import (
     SCHEMA_ATTR,
     Job,
     JobState,
+    RecordError,
     cached,
     task,
     tasks_sent,
@@ -80,11 +88,9 @@ from hpc2edge.search.stages import (
     Pipeline,
     Stage,
     TrainStage,
-    latency_summary,
 )
 from hpc2edge.space.base import ArchSpec, SearchSpace
 from hpc2edge.store.measurements import DeviceContext, MeasurementStore
-from hpc2edge.transport import taskids
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +277,7 @@ class Orchestrator:
         self._by_arch: dict[str, str] = {}
         self._parallel = config.parallel
         self._workers_at = 0.0
+        self._live: dict[str, int] = {}
         self._started = False
 
     # --- life cycle -------------------------------------------------------------------------
@@ -280,16 +287,15 @@ class Orchestrator:
         self.lease.take()
         self._check_settings()
         for t in self.study.get_trials(deepcopy=False):
+            if t.state is TrialState.WAITING:
+                continue  # enqueued, not begun: ``study.ask`` hands it out as a new trial
             job = self._job_from_trial(t)
             self.jobs[job.key] = job
             if job.spec is not None and job.state is not JobState.FAILED:
                 self._by_arch.setdefault(job.spec.arch_id, job.key)
         if self.config.baseline:
             self._start_baseline()
-        live = self._count_workers()
-        if self._parallel == 0:
-            self._parallel = max(2, 2 * sum(live.get(q, 0) for q in self.pipeline.queues))
-        self._set_capacity(live)
+        self._set_capacity(self._count_workers())
         probe = self.dispatcher.probe_edge(timeout_s=5.0)
         if probe and isinstance(probe.get("measurement"), dict):
             m = probe["measurement"]
@@ -330,7 +336,7 @@ class Orchestrator:
         """Look at every job once, send what the policy picks, ask; True if anything changed."""
         changed = False
         for job in self.active():
-            changed |= self._advance(job)
+            changed |= self._isolated(job, self._advance)
         changed |= self._send()
         while self._n_trials() < self.config.trials and self._busy() < self._parallel:
             self._new_trial()
@@ -343,14 +349,21 @@ class Orchestrator:
         return changed
 
     def _count_workers(self) -> dict[str, int]:
+        """Live workers per queue; an answer of ``{}`` (the count failed) keeps the last one."""
         self._workers_at = self.clock.time()
-        return self.dispatcher.workers()
+        live = self.dispatcher.workers()
+        if live:
+            self._live = dict(live)
+        return self._live
 
     def _set_capacity(self, live: dict[str, int]) -> None:
         """One slot per live worker where they are counted, ``parallel`` elsewhere; the
-        configured ``slots`` win."""
+        configured ``slots`` win. ``parallel`` 0 follows the workers: twice their slots."""
         counted = Capacity.from_workers(live, self.pipeline.queues, 0).slots
-        self.capacity = Capacity({**counted, **self.config.slots}, self._parallel)
+        slots = {**counted, **self.config.slots}
+        if self.config.parallel == 0:
+            self._parallel = max(2, 2 * sum(slots.get(q, 0) for q in self.pipeline.queues))
+        self.capacity = Capacity(slots, self._parallel)
 
     # --- what jobs the orchestrator has -----------------------------------------------------
 
@@ -388,7 +401,11 @@ class Orchestrator:
         job = Job(f"trial-{t.number}", t.number, dict(t.user_attrs), state=state)
         self.recorder.attach(job, t)
         if "spec" in t.user_attrs:
-            job.spec = ArchSpec.from_dict(t.user_attrs["spec"])
+            try:
+                job.spec = ArchSpec.from_dict(t.user_attrs["spec"])
+            except (Hpc2EdgeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                if job.state is JobState.RUNNING:  # a finished trial's spec is not needed
+                    self.fail(job, f"stored record unreadable: spec: {exc}"[:500])
         elif job.state is JobState.RUNNING:
             # Killed between ask and the spec being recorded: rebuild it from the parameters
             # Optuna recorded, if all of them were.
@@ -404,8 +421,14 @@ class Orchestrator:
         return job
 
     def _start_baseline(self) -> None:
-        attrs = dict(self.study.user_attrs.get(BASELINE) or {})
-        job = Job(BASELINE, None, attrs, state=JobState(attrs.get("state", "running")))
+        stored = self.study.user_attrs.get(BASELINE)
+        attrs = dict(stored) if isinstance(stored, dict) else {}
+        try:
+            state = JobState(attrs.get("state", "running"))
+        except ValueError:
+            log.warning("baseline: unreadable stored state %r; measured again", attrs["state"])
+            attrs, state = {}, JobState.RUNNING
+        job = Job(BASELINE, None, attrs, state=state)
         spec = self.space.baseline()
         if self.config.pin.get("frames") or self.config.pin.get("size"):
             spec = spec.with_input(self.config.pin.get("frames"), self.config.pin.get("size"))
@@ -419,6 +442,18 @@ class Orchestrator:
             self._by_arch.setdefault(spec.arch_id, BASELINE)
 
     # --- one job, one look ------------------------------------------------------------------
+
+    def _isolated(self, job: Job, look: Callable[[Job], bool]) -> bool:
+        """``look(job)``; a stored record that cannot be read fails that job, not the search."""
+        try:
+            return look(job)
+        except RecordError as exc:
+            self.fail(job, f"stored record unreadable: {exc}"[:500])
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # Stored values of the wrong type (any writer of the study storage can store any).
+            log.exception("%s: cannot go on", job.label)
+            self.fail(job, f"stored record unreadable: {type(exc).__name__}: {exc}"[:500])
+        return True
 
     def _advance(self, job: Job) -> bool:
         if waits_for_source(job.attrs):
@@ -458,17 +493,17 @@ class Orchestrator:
         return True
 
     def _advance_duplicate(self, job: Job) -> bool:
-        source = self.jobs.get(job.attrs["duplicate_of"])
-        if source is None or not source.done:
+        named = job.attrs["duplicate_of"]
+        source = self.jobs.get(named) if isinstance(named, str) else None
+        if source is None or source is job or waits_for_source(source.attrs):
+            # Not a trial this study runs (the baseline of a run with --no-baseline, or a
+            # stored name that never was one): this one runs on its own.
+            return self._release(job)
+        if not source.done:
             return False
         if source.state is JobState.FAILED:
             # The first one failed (perhaps for a passing reason): this one tries on its own.
-            # Stored as None (a released duplicate), which a restarted run reads the same way.
-            self.set(job, "duplicate_of", None)
-            if job.spec is not None:
-                self._by_arch[job.spec.arch_id] = job.key
-                self._prepare(job)
-            return True
+            return self._release(job)
         results = [k for s in self.pipeline.stages for k in (s.result_key, s.summary_key) if k]
         for key in (*COPIED, *results):
             if key in source.attrs:
@@ -480,6 +515,26 @@ class Orchestrator:
             self._finish(job, JobState.PRUNED, source.attrs.get("reason", "pruned"))
         else:
             self._complete(job)
+        return True
+
+    def _release(self, job: Job) -> bool:
+        """A duplicate on its own; stored as None (released), read the same after a restart.
+
+        The first duplicate released takes the network over; the others copy it in turn.
+        """
+        assert job.spec is not None
+        heir = self.jobs.get(self._by_arch.get(job.spec.arch_id, ""))
+        if (
+            heir is not None
+            and heir is not job
+            and not heir.done
+            and not waits_for_source(heir.attrs)
+        ):
+            self.set(job, "duplicate_of", heir.key)
+            return True
+        self.set(job, "duplicate_of", None)
+        self._by_arch[job.spec.arch_id] = job.key
+        self._prepare(job)
         return True
 
     # --- candidates ---------------------------------------------------------------------------
@@ -504,8 +559,12 @@ class Orchestrator:
             self.fail(job, f"{stage.name}: {type(c).__name__}: {c}")
             return False
         job.candidate = c
+        measure = task(job.attrs, self.pipeline.measure.name)
+        sent_old_model = measure is not None and measure.in_flight
         for key in COPIED:
-            if key not in job.attrs:
+            # A re-export after a restart may hash differently (another torch): the hash of
+            # what is on the device stays until its answer is in.
+            if key not in job.attrs or not sent_old_model:
                 self.set(job, key, getattr(c, key))
         return True
 
@@ -517,35 +576,45 @@ class Orchestrator:
         on_queue: dict[str, int] = {}
         changed = False
         for job in self.active():
-            if waits_for_source(job.attrs):
-                continue
-            for stage in self.pipeline.stages:
-                rec = task(job.attrs, stage.name)
-                if stage.settled(job):
-                    continue
-                if rec is not None and rec.in_flight:
-                    on_queue[stage.queue] = on_queue.get(stage.queue, 0) + 1
-                    due = not rec.sent and self.runner.due(job, stage)
-                    if due and self._candidate_for(job, stage):
-                        # Recorded by a run killed mid-send (or a failed send): same id, again.
-                        self.runner.send(job, stage)
-                        changed = True
-                elif self.pipeline.ready(stage, job) and self.runner.due(job, stage):
-                    if self._candidate_for(job, stage):
-                        ready.setdefault(stage.queue, []).append(Ready(job, stage))
-                    changed |= job.done
-                if job.done:
-                    break
+            if not waits_for_source(job.attrs):
+                changed |= self._isolated(job, lambda j: self._offer(j, ready, on_queue))
         for queue, offered in ready.items():
             free = self.capacity.of(queue) - on_queue.get(queue, 0)
-            for r in self.policy.order(queue, offered):
+            # Only what was offered, once each: a policy cannot send twice or jump a queue.
+            ids = {id(r) for r in offered}
+            chosen = [r for r in self.policy.order(queue, offered) if id(r) in ids]
+            for r in {id(r): r for r in chosen}.values():
                 if free <= 0:
                     break
-                if r.job.done:
+                if r.job.done or not self.runner.due(r.job, r.stage):
                     continue
-                if self.runner.send(r.job, r.stage):
-                    free -= 1
+                self._isolated(r.job, functools.partial(self.runner.send, stage=r.stage))
+                rec = task(r.job.attrs, r.stage.name) if not r.job.done else None
+                if rec is not None and rec.in_flight:
+                    free -= 1  # sent, or holding its id for a resend: a slot either way
                 changed = True
+        return changed
+
+    def _offer(self, job: Job, ready: dict[str, list[Ready]], on_queue: dict[str, int]) -> bool:
+        """Count the job's tasks on their queues, resend a half-sent one, offer what is ready."""
+        changed = False
+        for stage in self.pipeline.stages:
+            if stage.settled(job):
+                continue
+            rec = task(job.attrs, stage.name)
+            if rec is not None and rec.in_flight:
+                on_queue[stage.queue] = on_queue.get(stage.queue, 0) + 1
+                due = not rec.sent and self.runner.due(job, stage)
+                if due and self._candidate_for(job, stage):
+                    # Recorded by a run killed mid-send (or a failed send): same id, again.
+                    self.runner.send(job, stage)
+                    changed = True
+            elif self.pipeline.ready(stage, job) and self.runner.due(job, stage):
+                if self._candidate_for(job, stage):
+                    ready.setdefault(stage.queue, []).append(Ready(job, stage))
+                changed |= job.done
+            if job.done:
+                return True
         return changed
 
     # --- what stages and the runner call -------------------------------------------------------
@@ -591,83 +660,32 @@ class Orchestrator:
 
     def _check_settings(self) -> None:
         ua = self.study.user_attrs
-        asked = {
-            "search": {
-                "space": self.space.name,
-                "objective": self.objective.to_json(),
-                "latency_first": self.config.latency_first,
-                "batch_size": self.config.batch_size,
-                "precision": self.config.precision,
-                "protocol": self.config.protocol,
-                "pin": self.config.pin,
-            },
-            "plan": self.plan.to_json(),
-        }
+        asked = study_settings.asked(
+            space=self.space.name,
+            objective=self.objective.to_json(),
+            config=self.config,
+            pipeline=self.pipeline,
+            plan=self.plan.to_json(),
+        )
         if ua.get("search") is None:
             # Task ids carry this id: two studies of one name in two storages never collide.
             self.recorder.set_study("search_id", uuid.uuid4().hex[:12])
-            self.recorder.set_study(SCHEMA_ATTR, SCHEMA)
             self.recorder.set_study("search", asked["search"])
             self.recorder.set_study("plan", asked["plan"])
-            ua = self.study.user_attrs
         else:
-            recorded = {"search": ua.get("search"), "plan": ua.get("plan")}
-            study_settings.check(self.study.study_name, recorded, asked)
-            adopted = {k: v for k, v in asked["search"].items() if k not in ua["search"]}
-            if adopted:  # settings an older version did not record: this run's, from now on
-                self.recorder.set_study("search", {**ua["search"], **adopted})
-        self.tag = f"{ua['search_id']}-{_slug(self.study.study_name)}"
+            study_settings.check(self.study.study_name, ua, asked)
+            for part, adopted in study_settings.adopted(ua, asked).items():
+                # Settings an older version did not record: this run's, from now on.
+                self.recorder.set_study(part, {**ua[part], **adopted})
+        if ua.get(SCHEMA_ATTR) != SCHEMA:
+            self.recorder.set_study(SCHEMA_ATTR, SCHEMA)  # what this run writes
+        self.tag = f"{self.study.user_attrs['search_id']}-{_slug(self.study.study_name)}"
 
     # --- results ----------------------------------------------------------------------------
 
-    def confirm_front(self) -> dict[int, float]:
-        """Measure the front again with fresh tasks (no store lookup); record p50 per trial."""
-        confirmed: dict[str, Any] = dict(self.study.user_attrs.get("confirm") or {})
-        measure = self.pipeline.measure
-        pending: dict[int, tuple[str, float]] = {}
-        for t in self.front():
-            if str(t.number) in confirmed:
-                continue
-            job = self.jobs[f"trial-{t.number}"]
-            assert job.spec is not None
-            try:
-                job.candidate = job.candidate or cand.build(job.spec, seed=self.config.export_seed)
-                payload = measure.payload(self, job)
-                task_id = taskids.new(measure.queue)
-                self.dispatcher.submit(measure.kind, payload, task_id, measure.timeout_s(self))
-            except Hpc2EdgeError as exc:
-                confirmed[str(t.number)] = {"error": f"not sent: {type(exc).__name__}: {exc}"}
-                self.recorder.set_study("confirm", confirmed)
-                continue
-            pending[t.number] = (task_id, self.clock.time())
-        while pending:
-            for number, (task_id, sent_at) in list(pending.items()):
-                try:
-                    outcome = self.dispatcher.poll(task_id)
-                except Hpc2EdgeError as exc:  # the broker is away, or a result failed to verify
-                    log.warning("confirming trial %d: %s", number, exc)
-                    outcome = None
-                late = self.clock.time() - sent_at > measure.timeout_s(self)
-                if outcome is None and not late:
-                    continue
-                del pending[number]
-                confirmed[str(number)] = self._confirmation(outcome)
-                self.recorder.set_study("confirm", confirmed)
-            self.lease.beat()  # a long confirmation must not let the lease go stale
-            if pending:
-                self.clock.sleep(self.config.poll_interval_s)
-        return {int(k): v.get("p50_ms") for k, v in confirmed.items()}
-
-    def _confirmation(self, outcome: Outcome | None) -> dict[str, Any]:
-        """What one confirming measurement recorded: its summary, or why there is none."""
-        if outcome is None:
-            return {"error": "timeout"}
-        if not outcome.ok or outcome.result is None:
-            return {"error": outcome.reason}
-        try:
-            return latency_summary(outcome.result, self.pipeline.measure.batch_size)
-        except (ValueError, TypeError, KeyError) as exc:  # any worker can write any result
-            return {"error": f"result rejected: {type(exc).__name__}: {exc}"[:500]}
+    def confirm_front(self) -> dict[int, float | None]:
+        """Measure the front again with fresh tasks (:mod:`~hpc2edge.search.confirm`)."""
+        return confirm.confirm_front(self)
 
     def front(self) -> list[FrozenTrial]:
         """The feasible Pareto-optimal (or, single-objective, the best) complete trials."""
@@ -716,8 +734,6 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
         return []
     if len(study.directions) == 1:
         return [min(complete, key=lambda t: t.values[0])]
-    from hpc2edge.search.objectives import pareto_front
-
     points = [(t.values[0], t.values[1]) for t in complete]
     return [complete[i] for i in pareto_front(points)]
 

@@ -7,7 +7,8 @@ back-off over) and sends the first ``free`` of the policy's order, where ``free`
 capacity less the tasks already on it. Capacity per queue is one slot per live worker (a device
 measures one model at a time; a train worker trains one), or ``parallel`` where it is unknown.
 
-:class:`Fifo` (the default) sends in the order trials were asked, the baseline first. A policy
+:class:`Fifo` (the default) sends in the order the jobs were taken up: trials re-attached from
+the storage in their order, the baseline, then trials as they are asked. A policy
 that reorders (a surrogate that sends the device the candidates most likely to be on the front,
 a fleet that balances device kinds) is one class with an :meth:`SendPolicy.order` method.
 """

@@ -36,7 +36,7 @@ class Preparer:
         if key in self._futures or key in self._done:
             return
         if self.workers <= 0:
-            self._done[key] = _build(spec, self.seed)
+            self._done[key] = build(spec, self.seed)
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
@@ -75,7 +75,8 @@ class Preparer:
         self._specs.clear()
 
 
-def _build(spec: ArchSpec, seed: int) -> cand.Candidate | Hpc2EdgeError:
+def build(spec: ArchSpec, seed: int) -> cand.Candidate | Hpc2EdgeError:
+    """The candidate, or the error that says why it cannot be built (never raises for it)."""
     try:
         return cand.build(spec, seed=seed)
     except Hpc2EdgeError as exc:
@@ -88,8 +89,8 @@ def _build(spec: ArchSpec, seed: int) -> cand.Candidate | Hpc2EdgeError:
 
 
 def _build_fields(spec: dict[str, Any], seed: int) -> dict[str, Any] | Hpc2EdgeError:
-    """:func:`_build` in a pool process: the candidate's fields but its spec."""
-    built = _build(ArchSpec.from_dict(spec), seed)
+    """:func:`build` in a pool process: the candidate's fields but its spec."""
+    built = build(ArchSpec.from_dict(spec), seed)
     if isinstance(built, Hpc2EdgeError):
         return built
     return {f.name: getattr(built, f.name) for f in fields(built) if f.name != "spec"}
@@ -101,4 +102,4 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-__all__ = ["Preparer"]
+__all__ = ["Preparer", "build"]

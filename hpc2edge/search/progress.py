@@ -35,11 +35,10 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN
+from hpc2edge.search import records
 
 #: ``--log-format``: auto is bar when the stream is a terminal, else plain.
 FORMATS = ("auto", "bar", "plain")
-QUEUE_OF_KIND = {"measure": QUEUE_EDGE, "train": QUEUE_TRAIN}
 
 
 def choose_format(log_format: str, stream: Any) -> str:
@@ -192,7 +191,7 @@ class Progress:
         if event == "finished":
             if state == "complete":
                 what = f"val MSE {_num(a.get('val_mse'), '.5f')}, {_num(a.get('latency_ms'))} ms"
-                if (a.get("latency") or {}).get("cached"):
+                if records.cached(a):
                     what += " (latency from the store)"
             else:
                 what = a.get("reason", "")
@@ -209,24 +208,20 @@ class Progress:
         return f"{job.label}: {event}"
 
     def _sent_what(self, job: Any) -> str:
-        """Which task was just sent: the newest sent ``<stage>_task`` record not reported yet
-        (records of a resumed run's earlier sends are older than the one just sent)."""
+        """Which task was just sent: the newest sent stage task not reported yet (records of a
+        resumed run's earlier sends are older than the one just sent)."""
         new = []
-        for key, rec in job.attrs.items():
-            if not (key.endswith("_task") and isinstance(rec, dict) and rec.get("sent")):
+        for stage in self.o.pipeline.stages:
+            rec = records.readable_task(job.attrs, stage.name)
+            if rec is None or not rec.sent or rec.id in self._announced:
                 continue
-            if str(rec.get("id")) in self._announced:
-                continue
-            kind = str(rec.get("kind") or key[: -len("_task")])
-            queue = str(rec.get("queue") or QUEUE_OF_KIND.get(kind, "?"))
-            new.append((float(rec.get("sent_at") or 0.0), kind, queue, rec))
+            new.append((rec.sent_at or 0.0, stage.name, stage.queue, rec))
         if not new:
             return "task sent"
-        self._announced.update(str(t[3].get("id")) for t in new)
-        _, kind, queue, rec = max(new, key=lambda t: t[0])
-        attempt = int(rec.get("attempt") or 1)
-        again = f" (attempt {attempt})" if attempt > 1 else ""
-        return f"{kind} sent to the {queue} queue{again}"
+        self._announced.update(str(t[3].id) for t in new)
+        _, name, queue, rec = max(new, key=lambda t: t[0])
+        again = f" (attempt {rec.attempt})" if rec.attempt > 1 else ""
+        return f"{name} sent to the {queue} queue{again}"
 
     def _status_line(self, *, unless_shown: bool = False) -> None:
         s = self.snapshot()

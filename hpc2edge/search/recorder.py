@@ -1,4 +1,7 @@
-"""Every write the search makes to the study storage, through Optuna's public API, in one place.
+"""Every write the search makes about its jobs and settings, through Optuna's public API.
+
+(The lease, :mod:`~hpc2edge.search.lease`, writes its own study attribute: its heartbeat runs on
+its own rhythm and must not wait for a job's flush.)
 
 A job's attributes change in memory (:meth:`Recorder.set`) and reach the storage on
 :meth:`Recorder.flush`: before anything is sent (what a restarted run needs is recorded before

@@ -79,9 +79,9 @@ class TaskRecord:
 
     ``id`` is ``None`` while the task waits for ``retry_at`` (a back-off after an error or a
     failed send); ``sent`` is False between recording the id and the send completing (a
-    restarted orchestrator sends it again under the same id). ``attempt`` counts tasks that
-    reached the broker's side of a send; ``send_failures`` counts sends of this attempt that did
-    not (the broker away, an artifact that could not be stored).
+    restarted orchestrator sends it again under the same id). ``attempt`` numbers the stage's
+    attempts (a new one begins after a timeout or an error, before it is sent); ``send_failures``
+    counts failed sends of this attempt (the broker away, an artifact that could not be stored).
     """
 
     kind: str
@@ -108,19 +108,33 @@ class TaskRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], *, kind: str, queue: str) -> TaskRecord:
-        """Read a stored record (schema 1 records have no ``kind``/``queue``: the stage's)."""
-        sent_at = data.get("sent_at")
+    def from_json(cls, data: Any, *, kind: str, queue: str) -> TaskRecord:
+        """Read a stored record (schema 1 records have no ``kind``/``queue``: the stage's).
+
+        Raises:
+            RecordError: the record is not one this code wrote (any writer of the study
+                storage can store anything; the trial fails with the reason, not the search).
+        """
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{kind} task record is a {type(data).__name__}, not a record")
+        attempt = _count(data, "attempt", low=1)
+        task_id = data.get("id")
+        if task_id is not None and not (isinstance(task_id, str) and 0 < len(task_id) <= 200):
+            raise RecordError(f"{kind} task record has a malformed id")
+        sent = data.get("sent", False)
+        if not isinstance(sent, bool) or (sent and task_id is None):
+            raise RecordError(f"{kind} task record says sent without an id")
+        label = data.get("label") or ""
         return cls(
-            kind=str(data.get("kind") or kind),
-            queue=str(data.get("queue") or queue),
-            attempt=int(data["attempt"]),
-            id=None if data.get("id") is None else str(data["id"]),
-            label=str(data.get("label") or ""),
-            sent=bool(data.get("sent", False)),
-            sent_at=None if sent_at is None else float(sent_at),
-            retry_at=float(data.get("retry_at") or 0.0),
-            send_failures=int(data.get("send_failures") or 0),
+            kind=_text(data.get("kind"), kind),
+            queue=_text(data.get("queue"), queue),
+            attempt=attempt,
+            id=task_id,
+            label=label[:200] if isinstance(label, str) else "",
+            sent=sent,
+            sent_at=_time(data, "sent_at", required=sent),
+            retry_at=_time(data, "retry_at") or 0.0,
+            send_failures=_count(data, "send_failures", low=0, default=0),
         )
 
     def evolve(self, **changes: Any) -> TaskRecord:
@@ -148,6 +162,37 @@ class Job:
         return self.key if self.number is None else f"trial {self.number}"
 
 
+class RecordError(ValueError):
+    """A stored record that this code did not write (malformed, or another version's)."""
+
+
+#: Bounds of what a record may hold: far beyond any real value, short of what breaks arithmetic.
+MAX_COUNT = 10_000
+MAX_TIME = 1e11  # Unix seconds: the year 5138
+
+
+def _count(data: Mapping[str, Any], key: str, *, low: int, default: int | None = None) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
+        raise RecordError(f"task record field {key!r} is not a count ({str(value)[:40]!r})")
+    return value
+
+
+def _time(data: Mapping[str, Any], key: str, *, required: bool = False) -> float | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(f"task record field {key!r} is not a time ({str(value)[:40]!r})")
+    if not 0 <= value <= MAX_TIME:  # NaN fails this too
+        raise RecordError(f"task record field {key!r} is out of range ({value!r})")
+    return float(value)
+
+
+def _text(value: Any, default: str) -> str:
+    return value[:100] if isinstance(value, str) and value else default
+
+
 def task_key(stage: str) -> str:
     return f"{stage}_task"
 
@@ -157,28 +202,47 @@ def errors_key(stage: str) -> str:
 
 
 def task(attrs: Mapping[str, Any], stage: str, queue: str = "") -> TaskRecord | None:
-    """The stage's recorded task, or None when it never had one."""
+    """The stage's recorded task, or None when it never had one.
+
+    Raises:
+        RecordError: what is stored under the key is not a task record.
+    """
     data = attrs.get(task_key(stage))
-    if not isinstance(data, Mapping):
+    if data is None:
         return None
     return TaskRecord.from_json(data, kind=stage, queue=queue)
 
 
+def readable_task(attrs: Mapping[str, Any], stage: str) -> TaskRecord | None:
+    """:func:`task` for readers that count (the report, progress): a malformed one is None."""
+    try:
+        return task(attrs, stage)
+    except RecordError:
+        return None
+
+
 def tasks_sent(records: Iterable[Mapping[str, Any]], stages: Iterable[str]) -> dict[str, int]:
-    """Tasks sent per stage over ``records`` (every attempt counts, as the orchestrator counts)."""
+    """Tasks per stage over ``records``: a stage's attempts so far (as the orchestrator counts,
+    an attempt waiting for its back-off included)."""
     names = list(stages)
     sent = dict.fromkeys(names, 0)
     for attrs in records:
         for name in names:
-            t = task(attrs, name)
+            t = readable_task(attrs, name)
             if t is not None:
                 sent[name] += t.attempt
     return sent
 
 
+def stage_errors(attrs: Mapping[str, Any], stage: str) -> list[str]:
+    """Reasons of the stage's earlier failed attempts (a malformed list reads as none)."""
+    value = attrs.get(errors_key(stage))
+    return [e for e in value if isinstance(e, str)] if isinstance(value, list) else []
+
+
 def errors(attrs: Mapping[str, Any], stages: Iterable[str]) -> list[str]:
     """Reasons of every failed attempt, prefixed by the stage."""
-    return [f"{s}: {e}" for s in stages for e in attrs.get(errors_key(s)) or []]
+    return [f"{s}: {e}" for s in stages for e in stage_errors(attrs, s)]
 
 
 def waits_for_source(attrs: Mapping[str, Any]) -> bool:
@@ -186,14 +250,10 @@ def waits_for_source(attrs: Mapping[str, Any]) -> bool:
     return attrs.get("duplicate_of") is not None
 
 
-def is_duplicate(attrs: Mapping[str, Any]) -> bool:
-    """A trial that copied (or was meant to copy) an earlier trial's network."""
-    return "duplicate_of" in attrs
-
-
 def cached(attrs: Mapping[str, Any]) -> bool:
     """Its latency came from the measurement store, not from a task."""
-    return bool((attrs.get("latency") or {}).get("cached"))
+    latency = attrs.get("latency")
+    return isinstance(latency, Mapping) and latency.get("cached") is True
 
 
 __all__ = [
@@ -202,11 +262,13 @@ __all__ = [
     "SCHEMA_ATTR",
     "Job",
     "JobState",
+    "RecordError",
     "TaskRecord",
     "cached",
     "errors",
     "errors_key",
-    "is_duplicate",
+    "readable_task",
+    "stage_errors",
     "task",
     "task_key",
     "tasks_sent",

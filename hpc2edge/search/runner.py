@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from hpc2edge.errors import BrokerError, Hpc2EdgeError
 from hpc2edge.search.dispatch import Outcome
-from hpc2edge.search.records import TaskRecord, errors_key, task, task_key
+from hpc2edge.search.records import TaskRecord, errors_key, stage_errors, task, task_key
 from hpc2edge.transport import taskids
 
 if TYPE_CHECKING:
@@ -60,7 +60,10 @@ class TaskRunner:
             return True
         if rec.sent:
             return False
-        return self.o.clock.time() >= rec.retry_at
+        # A back-off never lasts longer than the longest one this code sets (a stored time far
+        # ahead, from a skewed clock or a hostile writer, must not park the task for good).
+        wait = rec.retry_at - self.o.clock.time()
+        return wait <= 0 or wait > MAX_RETRY_BACKOFF_S
 
     def send(self, job: Job, stage: Stage) -> bool:
         """Send the stage's task; True when it reached the broker."""
@@ -131,7 +134,7 @@ class TaskRunner:
         """Look at the stage's task once; True when something changed."""
         o = self.o
         rec = self.record(job, stage)
-        if rec is None or rec.id is None or not rec.sent:
+        if stage.settled(job) or rec is None or rec.id is None or not rec.sent:
             return False
         try:
             outcome = o.dispatcher.poll(rec.id)
@@ -143,7 +146,8 @@ class TaskRunner:
             outcome = Outcome.rejected_because(f"{type(exc).__name__}: {exc}")
         if outcome is None:
             timeout = stage.timeout_s(o)
-            if o.clock.time() - (rec.sent_at or 0.0) > timeout:
+            age = o.clock.time() - (rec.sent_at or 0.0)
+            if age > timeout or -age > timeout:  # a send time far ahead is no excuse to wait
                 q = stage.queue
                 what = f"{q} timeout: no answer from the {q} queue in {timeout:g} s"
                 self.retry_or_fail(job, stage, rec, what, backoff=False)
@@ -159,6 +163,8 @@ class TaskRunner:
                 reason = f"{stage.name}: result rejected: {type(exc).__name__}: {exc}"
                 self.retry_or_fail(job, stage, rec, reason[:MAX_REASON_CHARS], backoff=False)
                 return True
+            if not job.done:
+                o.recorder.flush(job)  # the result is recorded before its stored copy goes
             o.dispatcher.forget(rec.id)
         elif outcome.transient:
             # A result that was not one (forged, malformed, wrongly signed) is retried at once:
@@ -181,7 +187,7 @@ class TaskRunner:
             min(MAX_RETRY_BACKOFF_S, o.config.backoff_s * 2 ** (rec.attempt - 1)) if backoff else 0
         )
         log.warning("%s: %s; attempt %d in %.0f s", job.label, reason, rec.attempt + 1, delay)
-        o.set(job, errors_key(stage.name), [*job.attrs.get(errors_key(stage.name), []), reason])
+        o.set(job, errors_key(stage.name), [*stage_errors(job.attrs, stage.name), reason])
         self._store(
             job,
             stage,

@@ -7,12 +7,14 @@ pinned parameters) and ``plan`` (data files, epochs, learning rate, batch sizes,
 fractions, engine). A later run of the same study must ask for the same; a difference is refused
 with one line naming the first setting that differs, its old and its new value.
 
-A setting missing from a record written by an older version (``protocol`` before schema 2) is
-adopted: the study did not say, so the run may.
+A setting missing from a record written by an older version (``protocol``, ``export_seed`` and
+``stages`` before schema 2) is adopted and recorded: the study did not say, so the run may, and
+from then on it is checked like the others.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -67,8 +69,66 @@ def _flat(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for part in ("search", "plan") for k, v in flatten(part, record.get(part)).items()}
 
 
+def asked(
+    *,
+    space: str,
+    objective: dict[str, Any],
+    config: Any,
+    pipeline: Any,
+    plan: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """What a run asks for, as it is recorded: ``search`` and ``plan``."""
+    return {
+        "search": {
+            "space": space,
+            "objective": objective,
+            "latency_first": config.latency_first,
+            "batch_size": config.batch_size,
+            "precision": config.precision,
+            "protocol": config.protocol,
+            "pin": config.pin,
+            "export_seed": config.export_seed,
+            "stages": [describe(s) for s in pipeline.stages],
+        },
+        "plan": plan,
+    }
+
+
+def describe(stage: Any) -> dict[str, Any]:
+    """A stage as recorded: its class and its fields (what it measures or trains, where)."""
+    return {"class": type(stage).__name__, **dataclasses.asdict(stage)}
+
+
+def adopted(recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The run's settings that the study's record does not hold (an older version's record)."""
+    out: dict[str, dict[str, Any]] = {}
+    for part in ("search", "plan"):
+        mine = asked.get(part) or {}
+        theirs = recorded.get(part)
+        if isinstance(theirs, Mapping):
+            missing = {k: v for k, v in mine.items() if k not in theirs}
+            if missing:
+                out[part] = missing
+    return out
+
+
 def check(study_name: str, recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> None:
-    """Raise :class:`SearchError` when the run asks for other settings than the study has."""
+    """Raise :class:`SearchError` when the run asks for other settings than the study has.
+
+    Also refused: a record this version cannot read (not a mapping), and a study written by a
+    newer version (its ``schema`` is above :data:`~hpc2edge.search.records.SCHEMA`).
+    """
+    from hpc2edge.search.records import SCHEMA, SCHEMA_ATTR
+
+    schema = recorded.get(SCHEMA_ATTR, 1)
+    if not isinstance(schema, int) or schema > SCHEMA:
+        raise SearchError(
+            f"study {study_name!r} was written by a newer hpc2edge (schema {schema!r}; this one "
+            f"reads up to {SCHEMA}): upgrade, or pick another --study name"
+        )
+    for part in ("search", "plan"):
+        if recorded.get(part) is not None and not isinstance(recorded.get(part), Mapping):
+            raise SearchError(f"study {study_name!r} has an unreadable {part!r} record")
     diff = difference(recorded, asked)
     if diff:
         raise SearchError(
@@ -91,4 +151,4 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-__all__ = ["check", "difference", "flatten"]
+__all__ = ["adopted", "asked", "check", "describe", "difference", "flatten"]

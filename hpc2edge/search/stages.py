@@ -19,6 +19,7 @@ the task runner (:mod:`hpc2edge.search.runner`) do not change.
 from __future__ import annotations
 
 import abc
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN
 from hpc2edge.search import candidate as cand
 from hpc2edge.search.records import task
+from hpc2edge.store.measurements import DeviceContext
 
 if TYPE_CHECKING:
     from hpc2edge.search.dispatch import Dispatcher
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from hpc2edge.search.recorder import Recorder
     from hpc2edge.search.records import Job, TaskRecord
     from hpc2edge.space.base import SearchSpace
-    from hpc2edge.store.measurements import DeviceContext, MeasurementStore
+    from hpc2edge.store.measurements import MeasurementStore
 
 
 class RunConfig(Protocol):
@@ -55,6 +57,12 @@ class RunConfig(Protocol):
 
     @property
     def backoff_s(self) -> float: ...
+
+    @property
+    def export_seed(self) -> int: ...
+
+    @property
+    def poll_interval_s(self) -> float: ...
 
 
 class Host(Protocol):
@@ -80,6 +88,9 @@ class Host(Protocol):
     def fail(self, job: Job, reason: str) -> None: ...
 
     def set_latency(self, job: Job, stage: MeasureStage, latency_ms: float) -> None: ...
+
+
+log = logging.getLogger(__name__)
 
 
 class ResultRejected(ValueError):
@@ -192,11 +203,31 @@ class MeasureStage(Stage):
         )
         if m is None:
             return False
-        summary = latency_summary(m.results, m.batch_size)
+        try:
+            summary = latency_summary(m.results, m.batch_size)
+        except (ResultRejected, KeyError, TypeError, ValueError) as exc:
+            # A row of the shared store this version cannot read: measure afresh instead.
+            log.warning("%s: stored measurement %s unreadable (%s)", job.label, m.id, exc)
+            return False
         o.set(job, self.summary_key, {**summary, "cached": True, "measurement_id": m.id})
         o.set_latency(job, self, m.latency_ms)
         o.emit("cached", job)
         return True
+
+    def check(self, job: Job, result: dict[str, Any]) -> dict[str, Any]:
+        """The result's summary, if it answers the task sent for ``job``.
+
+        Raises:
+            ResultRejected: it is another network's, another model's, or has no figures at
+                this stage's batch size.
+        """
+        assert job.spec is not None
+        if result.get("arch_id") != job.spec.arch_id:
+            raise ResultRejected(f"the result is for network {str(result.get('arch_id'))[:80]!r}")
+        sha = job.attrs.get("onnx_sha256")
+        if sha is not None and result.get("onnx_sha256") != sha:
+            raise ResultRejected("the result is for another ONNX model than the one sent")
+        return latency_summary(result, self.batch_size)
 
     def payload(self, o: Host, job: Job) -> dict[str, Any]:
         c = job.candidate
@@ -207,15 +238,8 @@ class MeasureStage(Stage):
         )
 
     def accept(self, o: Host, job: Job, rec: TaskRecord, result: dict[str, Any]) -> None:
-        from hpc2edge.store.measurements import DeviceContext
-
+        summary = self.check(job, result)
         assert job.spec is not None
-        if result.get("arch_id") != job.spec.arch_id:
-            raise ResultRejected(f"the result is for network {str(result.get('arch_id'))[:80]!r}")
-        sha = job.attrs.get("onnx_sha256")
-        if sha is not None and result.get("onnx_sha256") != sha:
-            raise ResultRejected("the result is for another ONNX model than the one sent")
-        summary = latency_summary(result, self.batch_size)  # raises on a missing batch
         context = DeviceContext.from_result(result)
         a = job.attrs
         rows = o.store.record(
@@ -284,6 +308,8 @@ class TrainStage(Stage):
         return plan.request(self.trial_key(o, job), job.spec, o.space.name)
 
     def accept(self, o: Host, job: Job, rec: TaskRecord, result: dict[str, Any]) -> None:
+        if result.get("trial_key") != self.trial_key(o, job):
+            raise ResultRejected("the result is for another training than the one sent")
         val = result.get("val_mse")
         if not isinstance(val, (int, float)) or not math.isfinite(val):
             # A training that diverged: a fact about the candidate, not a bad result.
@@ -347,6 +373,16 @@ class Pipeline:
             unknown = set(s.after) - set(names)
             if unknown:
                 raise ValueError(f"stage {s.name!r} waits for unknown stages {sorted(unknown)}")
+        keys = [k for s in self.stages for k in (s.result_key, s.summary_key) if k]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"stages must keep their results under distinct keys: {keys}")
+        for g in self.gates:
+            unknown = set(g.guards) - set(names)
+            if unknown:
+                raise ValueError(f"a gate guards unknown stages {sorted(unknown)}")
+            missing = set(g.needs) - {s.result_key for s in self.stages}
+            if missing:
+                raise ValueError(f"a gate needs results no stage gives: {sorted(missing)}")
         if not any(isinstance(s, MeasureStage) and not s.device for s in self.stages):
             raise ValueError("a pipeline needs a measure stage for the study's device")
         if not any(isinstance(s, TrainStage) and s.final for s in self.stages):
@@ -357,25 +393,32 @@ class Pipeline:
         cls, measures: Sequence[MeasureStage], trains: Sequence[TrainStage], gates: Sequence[Gate]
     ) -> Pipeline:
         """Train stages wait for every measure stage (and each rung for the one before)."""
-        waits = tuple(m.name for m in measures)
-        chained: list[Stage] = []
-        previous: tuple[str, ...] = ()
-        for t in trains:
-            chained.append(replace(t, after=waits + previous))
-            previous = (t.name,)
-        return cls((*measures, *chained), tuple(_guarding(g, trains) for g in gates))
+        return cls._ordered(measures, trains, gates, wait=tuple(m.name for m in measures))
 
     @classmethod
     def concurrent(
         cls, measures: Sequence[MeasureStage], trains: Sequence[TrainStage], gates: Sequence[Gate]
     ) -> Pipeline:
         """Everything at once (rungs still in order): gates only prune what has not started."""
+        return cls._ordered(measures, trains, gates, wait=())
+
+    @classmethod
+    def _ordered(
+        cls,
+        measures: Sequence[MeasureStage],
+        trains: Sequence[TrainStage],
+        gates: Sequence[Gate],
+        *,
+        wait: tuple[str, ...],
+    ) -> Pipeline:
         chained: list[Stage] = []
         previous: tuple[str, ...] = ()
         for t in trains:
-            chained.append(replace(t, after=previous))
+            chained.append(replace(t, after=wait + previous))
             previous = (t.name,)
-        return cls((*measures, *chained), tuple(_guarding(g, trains) for g in gates))
+        guarded = tuple(g if g.guards else replace(g, guards=tuple(t.name for t in trains))
+                        for g in gates)  # fmt: skip
+        return cls((*measures, *chained), guarded)
 
     @property
     def measure(self) -> MeasureStage:
@@ -396,10 +439,6 @@ class Pipeline:
     def ready(self, stage: Stage, job: Job) -> bool:
         """Its dependencies are settled and it still has to run."""
         return not stage.settled(job) and all(self.stage(n).settled(job) for n in stage.after)
-
-
-def _guarding(gate: Gate, trains: Sequence[TrainStage]) -> Gate:
-    return gate if gate.guards else replace(gate, guards=tuple(t.name for t in trains))
 
 
 def latency_summary(result: dict[str, Any], batch_size: int) -> dict[str, Any]:

@@ -18,22 +18,17 @@ from typing import Any
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("optuna")
+optuna = pytest.importorskip("optuna")
 
-from hpc2edge.errors import BrokerError, SearchError
-from hpc2edge.search import study as st
-from hpc2edge.search.objectives import Objective
-from hpc2edge.search.policy import Ready
-from hpc2edge.search.records import TaskRecord, task
-from hpc2edge.search.settings import difference
-from hpc2edge.search.stages import (
-    LatencyGate,
-    MeasureStage,
-    Pipeline,
-    TrainStage,
-)
-from hpc2edge.space.base import ArchSpec
-from tests.support.search import Harness
+from hpc2edge.errors import BrokerError, SearchError  # noqa: E402
+from hpc2edge.search import study as st  # noqa: E402
+from hpc2edge.search.objectives import Objective  # noqa: E402
+from hpc2edge.search.policy import Ready  # noqa: E402
+from hpc2edge.search.records import RecordError, TaskRecord, readable_task, task  # noqa: E402
+from hpc2edge.search.settings import difference  # noqa: E402
+from hpc2edge.search.stages import LatencyGate, MeasureStage, Pipeline, TrainStage  # noqa: E402
+from hpc2edge.space.base import ArchSpec  # noqa: E402
+from tests.support.search import ONE_POINT, Harness, step_until  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -59,7 +54,9 @@ def test_a_task_record_round_trips_and_reads_a_schema_1_record() -> None:
     assert (read.kind, read.queue, read.attempt, read.waiting, read.retry_at) == (
         "train", "train", 3, True, 12.5,
     )  # fmt: skip
-    assert task({"measure_task": "not a record"}, "measure") is None
+    with pytest.raises(RecordError, match="is a str, not a record"):
+        task({"measure_task": "not a record"}, "measure")
+    assert readable_task({"measure_task": {"attempt": -1}}, "measure") is None
 
 
 # --- bug 4: a send that fails is retried, with a back-off, a bounded number of times -----------
@@ -375,3 +372,236 @@ def test_configs_that_cannot_work_are_refused() -> None:
         SearchConfig(trials=1, slots={"edge": 0})
     with pytest.raises(ValueError, match="send_retries"):
         SearchConfig(trials=1, send_retries=-1)
+
+
+# --- review of the search core: restarts, hostile stored records, the seams' guard rails -------
+
+
+def _storage_set(h: Harness, o: Any, number: int, key: str, value: Any) -> None:
+    """Write a trial attribute as another writer of the study storage would."""
+    storage = st.storage(h.url)
+    study_id = storage.get_study_id_from_name(o.study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    storage.set_trial_user_attr(trial_id, key, value)
+
+
+def test_a_finished_measurement_does_not_time_out_while_the_training_runs(h: Harness) -> None:
+    start = h.clock.now
+    real = h.trainer
+    h.dispatcher.handlers["train"] = lambda p: real(p) if h.clock.now > start + 1900 else None
+    o = h.orchestrator(trials=1, parallel=1, retries=0, measure_timeout_s=60)
+    summary = o.run()
+    assert summary["complete"] == 1, o.study.trials[0].user_attrs.get("reason")
+    assert "measure_errors" not in o.study.trials[0].user_attrs
+    assert summary["tasks_sent"]["measure"] == 1
+
+
+def test_a_result_is_recorded_before_its_stored_copy_is_forgotten(h: Harness) -> None:
+    real_forget = h.dispatcher.forget
+    seen: list[set[str]] = []
+
+    def forget(task_id: str) -> None:
+        fresh = optuna.load_study(study_name="s", storage=st.storage(h.url))
+        seen.append(set(fresh.trials[0].user_attrs))
+        real_forget(task_id)
+
+    h.dispatcher.forget = forget  # type: ignore[method-assign]
+    h.orchestrator(trials=1, parallel=1).run()
+    assert "latency_ms" in seen[0] and "val_mse" in seen[1]
+
+
+@pytest.mark.parametrize("named", ["trial-999", "trial-0", ["trial-0"], "baseline"])
+def test_a_duplicate_of_a_job_that_is_not_there_runs_on_its_own(h: Harness, named: Any) -> None:
+    o = h.orchestrator(trials=1, parallel=1)
+    o.start()
+    o.step()  # trial 0 asked
+    o.release()
+    _storage_set(h, o, 0, "duplicate_of", named)
+    again = h.orchestrator(trials=1, parallel=1)
+    again.start()
+    assert step_until(again, h.clock, again.finished), "a dangling duplicate_of hung the run"
+    assert again.study.trials[0].state.name == "COMPLETE"
+
+
+def test_two_duplicates_of_a_failed_trial_measure_the_network_once(h: Harness) -> None:
+    real = h.edge
+    calls = {"n": 0}
+
+    def edge(payload: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return {"status": "error", "error": {"type": "MeasurementError", "message": "no"}}
+        return real(payload)
+
+    h.dispatcher.handlers["measure"] = edge
+    o = h.orchestrator(trials=3, parallel=3, pin=ONE_POINT, retries=0)
+    o.run()
+    assert [t.state.name for t in o.study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert h.sent("measure") == 2 and h.sent("train") == 1
+
+
+def test_an_enqueued_trial_is_asked_not_reattached(h: Harness) -> None:
+    o = h.orchestrator(trials=2, parallel=1, pin=ONE_POINT)
+    o.study.enqueue_trial({"n_blocks": 1})
+    assert o.run()["complete"] == 2
+
+
+MALFORMED = {
+    "a task record that is a string": ("measure_task", "edge-x"),
+    "an attempt that is text": ("measure_task", {"attempt": "2", "id": None}),
+    "sent without an id": ("measure_task", {"attempt": 1, "sent": True}),
+    "a send time in the year 10^300": (
+        "measure_task", {"attempt": 1, "id": "edge-" + "a" * 32, "sent": True, "sent_at": 1e300},
+    ),
+    "a back-off ending in a year": (
+        "measure_task", {"attempt": 1, "id": None, "retry_at": 1_800_000_000.0 + 3e7},
+    ),
+    "errors that are a number": ("measure_errors", 5),
+    "a spec that is no spec": ("spec", "not a spec"),
+    "a latency that is text": ("latency_ms", "fast"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_stored_record_fails_one_trial_and_the_search_goes_on(
+    h: Harness, case: str
+) -> None:
+    key, value = MALFORMED[case]
+    h.dispatcher.handlers["measure"] = lambda p: None  # trial 0 stays in flight
+    o = h.orchestrator(trials=2, parallel=1)
+    o.start()
+    o.step()
+    o.step()  # trial 0's measurement sent
+    o.release()
+    _storage_set(h, o, 0, key, value)
+    h.dispatcher.handlers["measure"] = h.edge
+    h.dispatcher.drop_pending()
+    again = h.orchestrator(trials=2, parallel=1, measure_timeout_s=60)
+    again.start()
+    assert step_until(again, h.clock, again.finished, limit=2000), f"{case} hung the search"
+    first, second = again.study.trials
+    assert second.state.name == "COMPLETE"
+    if first.state.name == "FAIL":
+        assert first.user_attrs["reason"].startswith(("stored record unreadable", "edge timeout"))
+    again.counts()  # progress reads every record on every tick
+
+
+def test_an_unreadable_baseline_record_is_measured_again(h: Harness) -> None:
+    o = h.orchestrator(trials=1, parallel=1, baseline=True)
+    o.study.set_user_attr("baseline", {"state": "bogus"})
+    summary = o.run()
+    assert summary["baseline"]["state"] == "complete"
+
+
+def test_a_lease_taken_over_while_this_run_stalled_stops_it(h: Harness) -> None:
+    from hpc2edge.search.lease import ATTR, LeaseHeld
+
+    o = h.orchestrator(trials=2, parallel=1)
+    o.start()
+    o.step()
+    o.study.set_user_attr(ATTR, {"host": "elsewhere", "pid": 1, "heartbeat": h.clock.now})
+    h.clock.sleep(20)
+    with pytest.raises(LeaseHeld, match="taken over by pid 1 on elsewhere"):
+        o.step()
+
+
+def test_a_failed_worker_count_keeps_the_last_capacity(h: Harness) -> None:
+    answers = [{"edge": 1, "train": 1}, {}]
+    h.dispatcher.workers = lambda: answers.pop(0) if answers else {}  # type: ignore[method-assign]
+    o = h.orchestrator(trials=2, parallel=4)
+    o.start()
+    assert o.capacity.of("edge") == 1
+    h.clock.sleep(31)
+    o.step()  # the count is taken again, and fails
+    assert o.capacity.of("edge") == 1, "a failed count must not open every queue to parallel"
+    o.release()
+
+
+class Greedy:
+    """A policy that returns everything twice and something it was never offered."""
+
+    def order(self, queue: str, ready: Sequence[Ready]) -> Sequence[Ready]:
+        foreign = [Ready(r.job, r.stage) for r in ready]  # equal, but not what was offered
+        return [*ready, *ready, *foreign]
+
+
+def test_a_policy_cannot_send_twice_or_past_the_capacity(h: Harness) -> None:
+    h.dispatcher.handlers["measure"] = lambda p: None
+    o = h.orchestrator(trials=3, parallel=3, slots={"edge": 2}, orchestrator={"policy": Greedy()})
+    o.start()
+    for _ in range(4):
+        o.step()
+    ids = [tid for k, tid, _ in h.dispatcher.sent if k == "measure"]
+    assert len(ids) == len(set(ids)) == 2
+    o.release()
+
+
+def test_a_failed_submit_holds_its_slot(h: Harness) -> None:
+    real_submit = h.dispatcher.submit
+    calls = {"n": 0}
+
+    def submit(kind: str, payload: dict[str, Any], task_id: str, expires_s: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise BrokerError("connection reset while sending")
+        real_submit(kind, payload, task_id, expires_s)
+
+    h.dispatcher.submit = submit  # type: ignore[method-assign]
+    h.dispatcher.handlers["measure"] = lambda p: None
+    o = h.orchestrator(trials=2, parallel=2, slots={"edge": 1}, backoff_s=100)
+    o.start()
+    o.step()
+    o.step()  # trial 0's submit fails; trial 1 must not take the slot it holds
+    assert calls["n"] == 1
+    o.release()
+
+
+def test_a_train_result_for_another_training_is_rejected(h: Harness) -> None:
+    real = h.trainer
+    calls = {"n": 0}
+
+    def train(payload: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        good = real(payload)
+        return {**good, "trial_key": "someone/else"} if calls["n"] == 1 else good
+
+    h.dispatcher.handlers["train"] = train
+    o = h.orchestrator(trials=1, parallel=1)
+    assert o.run()["complete"] == 1
+    assert "another training" in o.study.trials[0].user_attrs["train_errors"][0]
+
+
+def test_pipelines_that_cannot_work_are_refused() -> None:
+    with pytest.raises(ValueError, match="distinct keys"):
+        rung0 = TrainStage(name="a", final=False)
+        Pipeline((MeasureStage(), rung0, replace(rung0, name="b"), TrainStage()))
+    with pytest.raises(ValueError, match="guards unknown"):
+        Pipeline((MeasureStage(), TrainStage()), (LatencyGate(guards=("nope",)),))
+    with pytest.raises(ValueError, match="needs results no stage gives"):
+        Pipeline((MeasureStage(), TrainStage()), (LatencyGate(measure="latency_ms@x"),))
+
+
+def test_resuming_with_another_pipeline_or_a_newer_schema_is_refused(h: Harness) -> None:
+    h.orchestrator(trials=1, parallel=1).run()
+    nano = MeasureStage(name="measure_nano", device="nano")
+    pipeline = Pipeline.latency_first([MeasureStage(), nano], [TrainStage()], [LatencyGate()])
+    with pytest.raises(SearchError, match="stages: the study has"):
+        h.orchestrator(trials=2, parallel=1, orchestrator={"pipeline": pipeline}).start()
+    study = optuna.load_study(study_name="s", storage=st.storage(h.url))
+    study.set_user_attr("schema", 99)
+    with pytest.raises(SearchError, match="newer hpc2edge"):
+        h.orchestrator(trials=2, parallel=1).start()
+
+
+def test_a_confirmation_for_another_network_is_an_error(h: Harness) -> None:
+    o = h.orchestrator(trials=2, confirm_front=True)
+    real = h.edge
+
+    def edge(payload: dict[str, Any]) -> dict[str, Any]:
+        good = real(payload)
+        return {**good, "arch_id": "0" * 64} if o.finished() else good
+
+    h.dispatcher.handlers["measure"] = edge
+    o.run()
+    confirmed = o.study.user_attrs["confirm"]
+    assert confirmed and all("for network" in c["error"] for c in confirmed.values())

@@ -162,7 +162,8 @@ def test_auto_is_a_bar_on_a_terminal_and_plain_lines_elsewhere():
 
 @dataclass
 class StubOrchestrator:
-    """What Progress reads of an orchestrator: counts, front, config.trials, queue depths."""
+    """What Progress reads of an orchestrator: counts, front, config.trials, queue depths, and
+    the pipeline's stages (which task was sent)."""
 
     count: dict[str, Any] = field(
         default_factory=lambda: {"complete": 0, "pruned": 0, "failed": 0, "in_flight": 0}
@@ -174,6 +175,9 @@ class StubOrchestrator:
     def __post_init__(self) -> None:
         self.config = SimpleNamespace(trials=self.trials)
         self.dispatcher = SimpleNamespace(queue_depths=lambda: {})
+        from hpc2edge.search.orchestrator import SearchConfig
+
+        self.pipeline = SearchConfig(trials=1).pipeline()
 
     def counts(self) -> dict[str, Any]:
         if self.broken:
