@@ -135,15 +135,19 @@ class Progress:
 
         self._guard(run)
 
-    def close(self) -> None:
-        """The end: a last status line (plain), or the bar at its final state; idempotent."""
+    def close(self, *, finished: bool = True) -> None:
+        """The end: a last status line (plain), or the bar at its final state; idempotent.
+
+        ``finished`` False (the run stopped on an error, which is printed next): no last line.
+        """
         if self._closed:
             return
         self._closed = True
         if self._bar is not None:
-            self._guard(lambda: self._update_bar(self.snapshot()))
+            if finished:
+                self._guard(lambda: self._update_bar(self.snapshot()))
             self._guard(self._bar.close)
-        else:
+        elif finished:
             self._guard(lambda: self._status_line(unless_shown=True))
         if self._log_handler is not None:
             logging.getLogger("hpc2edge").removeHandler(self._log_handler)

@@ -183,9 +183,12 @@ def run_search(
             orch.callbacks.append(shown)
         try:
             summary = orch.run()
-        finally:
+        except BaseException:
             if shown is not None:
-                shown.close()
+                shown.close(finished=False)  # the error says what happened, not a status line
+            raise
+        if shown is not None:
+            shown.close()
     finally:
         if own_dispatcher:
             dispatcher.close()

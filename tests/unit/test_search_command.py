@@ -195,3 +195,17 @@ def test_log_format_bar_draws_a_bar_even_into_a_file(command):
     code, _, err = command.run("--log-format", "bar")
     assert code == 0, err
     assert "\r" in err and "2/2" in err.split("\r")[-1]
+
+
+def test_a_resume_with_other_training_settings_is_one_line_and_exit_1(command):
+    command.live = {"edge": 1, "train": 1}
+    code, _, err = command.run("--log-format", "plain")
+    assert code == 0, err
+    code, out, err = command.run("--log-format", "plain", "--epochs", "3", "--trials", "3")
+    assert "Pareto front" not in out
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [
+        "hpc2edge: error: study 'cmd' was started with other settings (epochs: the study has 2, "
+        "this run asks 3); rerun with the same options or pick another --study name"
+    ], err
