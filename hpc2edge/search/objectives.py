@@ -17,7 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 OBJECTIVES = ("pareto", "paper")
 #: User attribute holding a trial's constraint value (<= 0: feasible).
@@ -84,6 +88,23 @@ def constraints_func(trial: Any) -> Sequence[float]:
     """Optuna's ``constraints_func``: the recorded constraint, 0 (feasible) when there is none."""
     value = trial.user_attrs.get(CONSTRAINT_ATTR)
     return [0.0 if value is None else float(value)]
+
+
+def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible complete trials on the Pareto front (best trial for one objective), by latency."""
+    from optuna.trial import TrialState
+
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if (t.user_attrs.get(CONSTRAINT_ATTR) or 0.0) <= 0.0
+    ]
+    if not complete:
+        return []
+    if len(study.directions) == 1:
+        return [min(complete, key=lambda t: t.values[0])]
+    points = [(t.values[0], t.values[1]) for t in complete]
+    return [complete[i] for i in pareto_front(points)]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

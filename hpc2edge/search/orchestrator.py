@@ -10,7 +10,13 @@ A composition of small parts, each in its own module:
 - :mod:`~hpc2edge.search.prepare`: ONNX export and reference outputs, in the loop or a pool;
 - :mod:`~hpc2edge.search.recorder`, :mod:`~hpc2edge.search.records`: every write to the study
   storage, in one versioned schema; :mod:`~hpc2edge.search.lease`: one orchestrator per study;
-  :mod:`~hpc2edge.search.settings`: what a study was started with, checked on resume.
+  :mod:`~hpc2edge.search.settings`: what a study was started with, checked on resume;
+  :mod:`~hpc2edge.search.runconfig`: how a search runs; :mod:`~hpc2edge.search.confirm`: the
+  front measured again.
+
+What stays here (about 600 lines) is the jobs' own life: re-attaching
+them from the storage, duplicates, their candidates, offering their tasks to the policy, and
+ending them; the parts above know nothing of each other.
 
 One thread, no blocking waits. :meth:`Orchestrator.step` looks once at every job (polls its
 tasks, applies results, runs its gates, completes it), sends what the policy picks for each queue,
@@ -44,7 +50,6 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -62,8 +67,8 @@ from hpc2edge.search.lease import Clock, Lease
 from hpc2edge.search.objectives import (
     CONSTRAINT_ATTR,
     Objective,
+    front_trials,
     native_constraints,
-    pareto_front,
 )
 from hpc2edge.search.policy import Capacity, Fifo, Ready, SendPolicy
 from hpc2edge.search.prepare import Preparer
@@ -80,14 +85,13 @@ from hpc2edge.search.records import (
     tasks_sent,
     waits_for_source,
 )
+from hpc2edge.search.runconfig import Pinned, SearchConfig, SystemClock
 from hpc2edge.search.runner import TaskRunner
 from hpc2edge.search.stages import (
     Gate,
-    LatencyGate,
     MeasureStage,
     Pipeline,
     Stage,
-    TrainStage,
 )
 from hpc2edge.space.base import ArchSpec, SearchSpace
 from hpc2edge.store.measurements import DeviceContext, MeasurementStore
@@ -99,117 +103,6 @@ BASELINE = "baseline"
 COPIED = ("onnx_sha256", "params", "flops")
 #: How often the live workers (each queue's capacity) are counted again.
 WORKERS_EVERY_S = 30.0
-
-
-class SystemClock:
-    """Wall-clock time: timeouts are stored as Unix times and must survive a restart."""
-
-    def time(self) -> float:
-        import time
-
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        import time
-
-        time.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """How a search runs (what it optimises is the :class:`Objective`).
-
-    Attributes:
-        trials: Optuna trials to finish (the baseline is not one of them).
-        parallel: candidates in flight at once (the ready pool the send policy chooses from);
-            0 means twice the live workers, at least 2.
-        slots: task slots per queue (``{"edge": 1, "train": 4}``); a queue not named gets one
-            per live worker where the dispatcher counts them (again every 30 s), else
-            ``parallel``.
-        latency_first: measure before training; with False both are sent at once.
-        batch_size, precision, protocol: how the edge measures (``protocol``: a name from
-            :data:`candidate.PROTOCOLS` or a protocol dict).
-        measure_timeout_s, train_timeout_s: from the send to the result, queueing included.
-        retries: further attempts after a timeout or a transient error.
-        send_retries: further sends of one attempt after a failed send (the broker away, an
-            artifact that cannot be stored), with the back-off; then the trial fails.
-        backoff_s: first back-off after a transient error or a failed send; doubles per try,
-            up to 300 s (60 s for sends).
-        baseline: also measure and train the space's baseline (outside the trials), so results
-            can be stated as speed-up and loss ratio against it.
-        confirm_front: re-measure the final Pareto front (fresh tasks, not the store).
-        pin: parameters fixed for every trial (e.g. ``{"frames": 8, "size": 41}``): Optuna does
-            not search them.
-        export_seed: weights of the exported models (latency does not depend on them).
-        export_workers: processes that export candidates beside the loop (0: in the loop).
-        poll_interval_s: sleep between steps when nothing changed.
-    """
-
-    trials: int
-    parallel: int = 0
-    slots: dict[str, int] = field(default_factory=dict)
-    latency_first: bool = True
-    batch_size: int = 1
-    precision: str = "fp32"
-    protocol: str | dict[str, Any] = "default"
-    measure_timeout_s: float = 1800.0
-    train_timeout_s: float = 24 * 3600.0
-    retries: int = 2
-    send_retries: int = 8
-    backoff_s: float = 5.0
-    baseline: bool = True
-    confirm_front: bool = False
-    pin: dict[str, Any] = field(default_factory=dict)
-    export_seed: int = 0
-    export_workers: int = 0
-    poll_interval_s: float = 0.25
-
-    def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise ValueError("trials must be >= 1")
-        if self.parallel < 0:
-            raise ValueError("parallel must be >= 0 (0: twice the live workers)")
-        if any(n < 1 for n in self.slots.values()):
-            raise ValueError("slots must be >= 1 per queue")
-        if self.measure_timeout_s <= 0 or self.train_timeout_s <= 0:
-            raise ValueError("timeouts must be positive")
-        if not 0 <= self.retries <= 10:
-            raise ValueError("retries must be in 0-10")
-        if not 0 <= self.send_retries <= 100:
-            raise ValueError("send_retries must be in 0-100")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if self.export_workers < 0:
-            raise ValueError("export_workers must be >= 0")
-
-    def pipeline(self) -> Pipeline:
-        """The stages of a plain search: the study's device, one training, the budget gate."""
-        measure = MeasureStage(
-            batch_size=self.batch_size, precision=self.precision, protocol=self.protocol
-        )
-        order = Pipeline.latency_first if self.latency_first else Pipeline.concurrent
-        return order([measure], [TrainStage()], [LatencyGate()])
-
-
-class _Pinned:
-    """A trial whose pinned parameters are answered without asking Optuna."""
-
-    def __init__(self, trial: Any, pin: dict[str, Any]) -> None:
-        self._trial = trial
-        self._pin = pin
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        if name in self._pin:
-            value = self._pin[name]
-            if value not in choices:
-                raise SearchError(f"pinned {name}={value!r} is not one of {list(choices)}")
-            return value
-        return self._trial.suggest_categorical(name, choices)
-
-    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
-        if name in self._pin:
-            return float(self._pin[name])
-        return float(self._trial.suggest_float(name, low, high, log=log))
 
 
 Callback = Callable[[str, Job], None]
@@ -379,7 +272,7 @@ class Orchestrator:
         self.jobs[job.key] = job
         self.recorder.adopt(job, trial)
         try:
-            spec = self.space.validate(self.space.suggest(_Pinned(trial, self.config.pin)))
+            spec = self.space.validate(self.space.suggest(Pinned(trial, self.config.pin)))
         except Hpc2EdgeError as exc:
             self.fail(job, f"spec: {exc}")
             return
@@ -411,7 +304,7 @@ class Orchestrator:
             # Optuna recorded, if all of them were.
             try:
                 fixed = optuna.trial.FixedTrial(t.params, t.number)
-                spec = self.space.validate(self.space.suggest(_Pinned(fixed, self.config.pin)))
+                spec = self.space.validate(self.space.suggest(Pinned(fixed, self.config.pin)))
             except (ValueError, Hpc2EdgeError) as exc:
                 self.fail(job, f"orchestrator stopped before the candidate was built ({exc})")
                 return job
@@ -721,21 +614,6 @@ class Orchestrator:
             "front": [t.number for t in self.front()],
             "baseline": self.jobs[BASELINE].attrs if BASELINE in self.jobs else None,
         }
-
-
-def front_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible complete trials on the Pareto front (best trial for one objective), by latency."""
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if (t.user_attrs.get(CONSTRAINT_ATTR) or 0.0) <= 0.0
-    ]
-    if not complete:
-        return []
-    if len(study.directions) == 1:
-        return [min(complete, key=lambda t: t.values[0])]
-    points = [(t.values[0], t.values[1]) for t in complete]
-    return [complete[i] for i in pareto_front(points)]
 
 
 def _slug(name: str) -> str:

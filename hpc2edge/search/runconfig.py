@@ -1,0 +1,127 @@
+"""How a search runs: :class:`SearchConfig`, the clock it keeps time by, pinned parameters.
+
+:class:`SearchConfig` holds everything about *how* (parallelism, timeouts, retries, the edge's
+measurement settings, pins); what is minimised is the :class:`~hpc2edge.search.objectives.
+Objective`, and how candidates are trained the :class:`~hpc2edge.search.candidate.TrainPlan`.
+:meth:`SearchConfig.pipeline` gives the stages of a plain search.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpc2edge.errors import SearchError
+from hpc2edge.search.stages import LatencyGate, MeasureStage, Pipeline, TrainStage
+
+
+class SystemClock:
+    """Wall-clock time: timeouts are stored as Unix times and must survive a restart."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How a search runs (what it optimises is the :class:`Objective`).
+
+    Attributes:
+        trials: Optuna trials to finish (the baseline is not one of them).
+        parallel: candidates in flight at once (the ready pool the send policy chooses from);
+            0 means twice the live workers, at least 2.
+        slots: task slots per queue (``{"edge": 1, "train": 4}``); a queue not named gets one
+            per live worker where the dispatcher counts them (again every 30 s), else
+            ``parallel``.
+        latency_first: measure before training; with False both are sent at once.
+        batch_size, precision, protocol: how the edge measures (``protocol``: a name from
+            :data:`candidate.PROTOCOLS` or a protocol dict).
+        measure_timeout_s, train_timeout_s: from the send to the result, queueing included.
+        retries: further attempts after a timeout or a transient error.
+        send_retries: further sends of one attempt after a failed send (the broker away, an
+            artifact that cannot be stored), with the back-off; then the trial fails.
+        backoff_s: first back-off after a transient error or a failed send; doubles per try,
+            up to 300 s (60 s for sends).
+        baseline: also measure and train the space's baseline (outside the trials), so results
+            can be stated as speed-up and loss ratio against it.
+        confirm_front: re-measure the final Pareto front (fresh tasks, not the store).
+        pin: parameters fixed for every trial (e.g. ``{"frames": 8, "size": 41}``): Optuna does
+            not search them.
+        export_seed: weights of the exported models (latency does not depend on them).
+        export_workers: processes that export candidates beside the loop (0: in the loop).
+        poll_interval_s: sleep between steps when nothing changed.
+    """
+
+    trials: int
+    parallel: int = 0
+    slots: dict[str, int] = field(default_factory=dict)
+    latency_first: bool = True
+    batch_size: int = 1
+    precision: str = "fp32"
+    protocol: str | dict[str, Any] = "default"
+    measure_timeout_s: float = 1800.0
+    train_timeout_s: float = 24 * 3600.0
+    retries: int = 2
+    send_retries: int = 8
+    backoff_s: float = 5.0
+    baseline: bool = True
+    confirm_front: bool = False
+    pin: dict[str, Any] = field(default_factory=dict)
+    export_seed: int = 0
+    export_workers: int = 0
+    poll_interval_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ValueError("trials must be >= 1")
+        if self.parallel < 0:
+            raise ValueError("parallel must be >= 0 (0: twice the live workers)")
+        if any(n < 1 for n in self.slots.values()):
+            raise ValueError("slots must be >= 1 per queue")
+        if self.measure_timeout_s <= 0 or self.train_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        if not 0 <= self.retries <= 10:
+            raise ValueError("retries must be in 0-10")
+        if not 0 <= self.send_retries <= 100:
+            raise ValueError("send_retries must be in 0-100")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.export_workers < 0:
+            raise ValueError("export_workers must be >= 0")
+
+    def pipeline(self) -> Pipeline:
+        """The stages of a plain search: the study's device, one training, the budget gate."""
+        measure = MeasureStage(
+            batch_size=self.batch_size, precision=self.precision, protocol=self.protocol
+        )
+        order = Pipeline.latency_first if self.latency_first else Pipeline.concurrent
+        return order([measure], [TrainStage()], [LatencyGate()])
+
+
+class Pinned:
+    """A trial whose pinned parameters are answered without asking Optuna."""
+
+    def __init__(self, trial: Any, pin: dict[str, Any]) -> None:
+        self._trial = trial
+        self._pin = pin
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        if name in self._pin:
+            value = self._pin[name]
+            if value not in choices:
+                raise SearchError(f"pinned {name}={value!r} is not one of {list(choices)}")
+            return value
+        return self._trial.suggest_categorical(name, choices)
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
+        if name in self._pin:
+            return float(self._pin[name])
+        return float(self._trial.suggest_float(name, low, high, log=log))
+
+
+__all__ = ["Pinned", "SearchConfig", "SystemClock"]
