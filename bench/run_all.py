@@ -118,6 +118,14 @@ def _orchestrator(r: dict[str, Any]) -> dict[str, Any]:
         .get(str(n), {})
         .get("loop_thread_cpu"),
         "goal_loop_ms": goal["goal_loop_ms"],
+        # The loop without Optuna's ask and suggest: what the orchestrator's own code costs.
+        **{
+            f"loop_without_sampler_ms_per_trial_{run['version']}": run["ms_per_trial"].get(
+                "loop_without_sampler"
+            )
+            for run in r.get("runs", [])
+            if run.get("ok") and run.get("trials") == n
+        },
     }
 
 
@@ -243,6 +251,11 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"loop thread CPU per trial at {h['trials']} trials ({h['sampler']}), "
                      f"working tree / {h['baseline_ref'] or 'no baseline'}",
                      f"{value}; goal <= {h['goal_loop_ms']:g} ms at 2000 trials"))  # fmt: skip
+        own = [h.get(f"loop_without_sampler_ms_per_trial_{v}") for v in ("working", "baseline")]
+        if own[0] is not None:
+            rows.append(("orchestrator",
+                         "the same without Optuna's ask and suggest (the loop's own code)",
+                         " / ".join(f"{v:.0f} ms" for v in own if v is not None)))  # fmt: skip
     for name, entry in b.items():
         if not entry.get("ok"):
             rows.append((name, "failed", entry.get("error") or f"exit {entry.get('exit_code')}"))
