@@ -127,15 +127,18 @@ class Workers:
 @pytest.fixture(scope="session")
 def workers(broker_stack: Stack) -> Iterator[Workers]:
     """One real edge worker (edge@test, --pool solo) and one train worker (train@test)."""
-    edge = start_worker(broker_stack, "edge", "edge@test")
-    train = start_worker(broker_stack, "train", "train@test")
+    w = Workers(
+        edge=start_worker(broker_stack, "edge", "edge@test"),
+        train=start_worker(broker_stack, "train", "train@test"),
+    )
     try:
-        wait_ready(broker_stack, "edge", edge)
-        wait_ready(broker_stack, "train", train)
-        yield Workers(edge=edge, train=train)
+        wait_ready(broker_stack, "edge", w.edge)
+        wait_ready(broker_stack, "train", w.train)
+        yield w
     finally:
-        procs.stop(edge)
-        procs.stop(train)
+        # The records in ``w``: a test that restarts a worker puts its new record there.
+        procs.stop(w.edge)
+        procs.stop(w.train)
 
 
 @pytest.fixture
