@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -44,9 +42,10 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import _machine
 
 #: The paper's polling interval (ms): the longest a request waited before the other side saw it.
 POLLING_INTERVAL_MS = 60_000.0
@@ -91,45 +90,12 @@ def summarize_ms(samples_ms: Sequence[float]) -> dict[str, float]:
 # --- the machine --------------------------------------------------------------------------------
 
 
-def _package_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _redis_server_version(executable: str) -> str:
     """The first line of ``redis-server --version`` (e.g. ``Redis server v=7.0.15 sha=...``)."""
     out = subprocess.run(
         [executable, "--version"], capture_output=True, text=True, check=True, timeout=10
     )
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
-
-
-def _cpu_model() -> str | None:
-    from hpc2edge.latency.telemetry import cpu_model
-
-    return cpu_model() or platform.processor() or None
-
-
-def describe_machine(redis_server: str) -> dict[str, Any]:
-    """Platform, Python, CPUs, load and the versions of everything on the dispatch path."""
-    try:
-        load_avg_1m: float | None = os.getloadavg()[0]
-    except OSError:  # not available on every platform
-        load_avg_1m = None
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        # The machine is shared: the load when the run started says how noisy it was.
-        "load_avg_1m": load_avg_1m,
-        "celery": _package_version("celery"),
-        "kombu": _package_version("kombu"),
-        "redis_py": _package_version("redis"),
-        "redis_server": _redis_server_version(redis_server),
-    }
 
 
 # --- the measurements ---------------------------------------------------------------------------
@@ -216,7 +182,10 @@ def run_benchmark(n: int, warmup: int, state_dir: Path) -> dict[str, Any]:
             "HPC2EDGE_BROKER_PORT": str(net.free_port()),
         }
     )
-    machine = describe_machine(localbroker.find_redis_server())
+    machine = _machine.describe(
+        {"celery": "celery", "kombu": "kombu", "redis_py": "redis"},
+        redis_server=_redis_server_version(localbroker.find_redis_server()),
+    )
     try:
         # prepare() returns the settings of this role (orchestrator, the default) with the
         # password read from the secrets it created: the client side of both measurements.

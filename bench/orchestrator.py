@@ -78,7 +78,6 @@ import functools
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -86,9 +85,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import _machine
 
 ROOT = Path(__file__).resolve().parents[1]
 #: "Today's main", before the search core's refactor.
@@ -461,7 +461,9 @@ def run_benchmark(
         "runs": runs,
         "ratios_working_over_baseline": ratios,
         "goal": goal(runs),
-        "machine": describe_machine(),
+        "machine": _machine.describe(
+            {"optuna": "optuna", "torch": "torch", "sqlalchemy": "sqlalchemy"}
+        ),
     }  # fmt: skip
 
 
@@ -474,44 +476,6 @@ def goal(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     at = {r["version"]: r["ms_per_trial"]["loop_thread_cpu"] for r in ok if r["trials"] == n}
     met = {k: v <= GOAL_LOOP_MS for k, v in at.items()}
     return {"goal_loop_ms": GOAL_LOOP_MS, "trials": n, "loop_thread_cpu_ms": at, "met": met}
-
-
-# --- the machine --------------------------------------------------------------------------------
-
-
-def _cpu_model() -> str | None:
-    # /proc/cpuinfo, not hpc2edge.latency.telemetry: this process never imports hpc2edge.
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def describe_machine() -> dict[str, Any]:
-    try:
-        load_avg_1m: float | None = os.getloadavg()[0]
-    except OSError:
-        load_avg_1m = None
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "load_avg_1m": load_avg_1m,  # at the end of the run: how busy the machine was
-        "optuna": _version("optuna"),
-        "torch": _version("torch"),
-        "sqlalchemy": _version("sqlalchemy"),
-    }
 
 
 # --- output -------------------------------------------------------------------------------------

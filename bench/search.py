@@ -69,7 +69,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -78,9 +77,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import _machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -107,41 +107,6 @@ LATENCY_REF_FACTOR = 1.1
 #: Samplers of the latency-first comparison: TPE as the product runs it, and random sampling,
 #: which never learns to avoid the over-budget region.
 BUDGET_SAMPLERS = ("tpe", "random")
-
-
-# --- the machine --------------------------------------------------------------------------------
-
-
-def _cpu_model() -> str | None:
-    from hpc2edge.latency.telemetry import cpu_model
-
-    return cpu_model() or platform.processor() or None
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def describe_machine() -> dict[str, Any]:
-    """Platform, CPUs, the load when the run started, and the versions that set the numbers."""
-    try:
-        load_avg_1m: float | None = os.getloadavg()[0]
-    except OSError:
-        load_avg_1m = None
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        # The machine is shared: the load at the start says how noisy the timings were.
-        "load_avg_1m": load_avg_1m,
-        "optuna": _version("optuna"),
-        "onnxruntime": _version("onnxruntime"),
-        "torch": _version("torch"),
-    }
 
 
 # --- the workers --------------------------------------------------------------------------------
@@ -362,7 +327,9 @@ def run_benchmark(
     from hpc2edge.latency import get_backend, telemetry
     from hpc2edge.testing.training import make_tiny_data
 
-    machine = describe_machine()
+    machine = _machine.describe(
+        {"optuna": "optuna", "onnxruntime": "onnxruntime", "torch": "torch"}
+    )
     started_s = time.perf_counter()
     paths = make_tiny_data(tmp / "data")
     artifacts = DirectoryArtifactStore(tmp / "artifacts")

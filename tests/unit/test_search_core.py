@@ -105,7 +105,9 @@ def test_a_broker_that_comes_back_within_the_send_budget_loses_nothing(h: Harnes
     assert first["attempt"] == 1 and first["send_failures"] == 2 and first["sent"] is True
 
 
-def test_a_submit_that_fails_is_sent_again_under_the_recorded_id(h: Harness) -> None:
+def first_submit_fails(h: Harness) -> list[str]:
+    """Make the dispatcher's first submit raise (the broker reset the connection); returns the
+    task ids of every submit, as they come."""
     real_submit = h.dispatcher.submit
     ids: list[str] = []
 
@@ -116,6 +118,23 @@ def test_a_submit_that_fails_is_sent_again_under_the_recorded_id(h: Harness) -> 
         real_submit(kind, payload, task_id, expires_s)
 
     h.dispatcher.submit = submit  # type: ignore[method-assign]
+    return ids
+
+
+def first_answer_changed(real: Any, change: Any) -> Any:
+    """A handler that answers as ``real`` does, its first answer passed through ``change``."""
+    calls = {"n": 0}
+
+    def handler(payload: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        good = real(payload)
+        return change(good) if calls["n"] == 1 else good
+
+    return handler
+
+
+def test_a_submit_that_fails_is_sent_again_under_the_recorded_id(h: Harness) -> None:
+    ids = first_submit_fails(h)
     o = h.orchestrator(trials=1, parallel=1, backoff_s=1)
     assert o.run()["complete"] == 1
     assert ids[0] == ids[1], "the message may have gone out: the resend reuses its id"
@@ -125,15 +144,9 @@ def test_a_submit_that_fails_is_sent_again_under_the_recorded_id(h: Harness) -> 
 
 
 def test_a_result_for_another_network_is_rejected(h: Harness) -> None:
-    real = h.edge
-    calls = {"n": 0}
-
-    def edge(payload: dict[str, Any]) -> dict[str, Any]:
-        calls["n"] += 1
-        good = real(payload)
-        return {**good, "arch_id": "0" * 64} if calls["n"] == 1 else good
-
-    h.dispatcher.handlers["measure"] = edge
+    h.dispatcher.handlers["measure"] = first_answer_changed(
+        h.edge, lambda good: {**good, "arch_id": "0" * 64}
+    )
     o = h.orchestrator(trials=1, parallel=1)
     assert o.run()["complete"] == 1
     (t,) = o.study.trials
@@ -537,35 +550,20 @@ def test_a_policy_cannot_send_twice_or_past_the_capacity(h: Harness) -> None:
 
 
 def test_a_failed_submit_holds_its_slot(h: Harness) -> None:
-    real_submit = h.dispatcher.submit
-    calls = {"n": 0}
-
-    def submit(kind: str, payload: dict[str, Any], task_id: str, expires_s: float) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise BrokerError("connection reset while sending")
-        real_submit(kind, payload, task_id, expires_s)
-
-    h.dispatcher.submit = submit  # type: ignore[method-assign]
+    ids = first_submit_fails(h)
     h.dispatcher.handlers["measure"] = lambda p: None
     o = h.orchestrator(trials=2, parallel=2, slots={"edge": 1}, backoff_s=100)
     o.start()
     o.step()
     o.step()  # trial 0's submit fails; trial 1 must not take the slot it holds
-    assert calls["n"] == 1
+    assert len(ids) == 1
     o.release()
 
 
 def test_a_train_result_for_another_training_is_rejected(h: Harness) -> None:
-    real = h.trainer
-    calls = {"n": 0}
-
-    def train(payload: dict[str, Any]) -> dict[str, Any]:
-        calls["n"] += 1
-        good = real(payload)
-        return {**good, "trial_key": "someone/else"} if calls["n"] == 1 else good
-
-    h.dispatcher.handlers["train"] = train
+    h.dispatcher.handlers["train"] = first_answer_changed(
+        h.trainer, lambda good: {**good, "trial_key": "someone/else"}
+    )
     o = h.orchestrator(trials=1, parallel=1)
     assert o.run()["complete"] == 1
     assert "another training" in o.study.trials[0].user_attrs["train_errors"][0]
