@@ -45,6 +45,10 @@ class Fifo:
         return ready
 
 
+#: The most slots a queue gets from counted workers (far beyond a real fleet or cluster).
+MAX_SLOTS = 1024
+
+
 @dataclass(frozen=True)
 class Capacity:
     """Task slots per queue; a queue not named has ``default`` slots."""
@@ -57,8 +61,11 @@ class Capacity:
 
     @classmethod
     def from_workers(cls, live: Mapping[str, int], queues: Sequence[str], default: int) -> Capacity:
-        """One slot per live worker on each queue the study needs (at least one)."""
-        return cls({q: max(1, int(live.get(q, 0))) for q in queues if q in live}, default)
+        """One slot per live worker on each queue the study needs (at least one, at most
+        :data:`MAX_SLOTS`: worker heartbeats are written by the workers, so a count is a claim)."""
+        return cls(
+            {q: min(MAX_SLOTS, max(1, int(live.get(q, 0)))) for q in queues if q in live}, default
+        )
 
 
-__all__ = ["Capacity", "Fifo", "Ready", "SendPolicy"]
+__all__ = ["MAX_SLOTS", "Capacity", "Fifo", "Ready", "SendPolicy"]

@@ -603,3 +603,13 @@ def test_a_confirmation_for_another_network_is_an_error(h: Harness) -> None:
     o.run()
     confirmed = o.study.user_attrs["confirm"]
     assert confirmed and all("for network" in c["error"] for c in confirmed.values())
+
+
+def test_a_worker_count_claiming_a_billion_workers_is_capped(h: Harness) -> None:
+    from hpc2edge.search.policy import MAX_SLOTS
+
+    h.dispatcher.workers = lambda: {"edge": 10**9, "train": 1}  # type: ignore[method-assign]
+    o = h.orchestrator(trials=3, parallel=0)
+    o.start()
+    assert o.capacity.of("edge") == MAX_SLOTS and o.capacity.of("train") == 1
+    assert o.run()["complete"] == 3  # asks are bounded by --trials whatever the pool
