@@ -9,16 +9,24 @@ from dataclasses import asdict
 import click
 
 from hpc2edge.cli.context import command_settings, print_json
-from hpc2edge.roles import QUEUES
+from hpc2edge.roles import QUEUES, is_edge_queue
+
+
+def _check_queues(_ctx: object, _param: object, values: Sequence[str]) -> Sequence[str]:
+    for q in values:
+        if q not in QUEUES and not is_edge_queue(q):
+            raise click.BadParameter(f"{q!r} is not train, edge or edge.<kind> (a device kind)")
+    return values
 
 
 @click.command("dead-letters")
 @click.option(
     "--queue",
     "queues",
-    type=click.Choice(QUEUES),
     multiple=True,
-    help="Only this queue (repeatable; default: both).",
+    callback=_check_queues,
+    help="Only this queue: train, edge or edge.<kind> (repeatable; default: every queue "
+    "whose workers announced themselves within the hour).",
 )
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -38,11 +46,11 @@ def dead_letters_cmd(
     characters. Needs a role that can read hpc2edge:dead:* (orchestrator, monitor or admin).
     """
 
-    from hpc2edge.transport import broker, deadletters
+    from hpc2edge.transport import broker, deadletters, liveness
 
-    chosen = list(queues) or list(QUEUES)
     settings = command_settings(ctx)
     with broker.client(settings) as c, broker.translate_errors("reading the dead letters"):
+        chosen = list(queues) or liveness.known_queues(c)
         records = deadletters.read(c, chosen, limit=limit)
         cleared = deadletters.clear(c, chosen) if clear else 0
     if as_json:

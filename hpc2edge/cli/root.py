@@ -40,7 +40,10 @@ COMMANDS: dict[str, _Entry] = {
         "broker", "broker_group", "Run a local TLS-only Redis broker (single-machine deployments)."
     ),
     "up": _Entry(
-        "stack", "up_cmd", "Start broker, one train worker and one edge worker in the background."
+        "stack",
+        "up_cmd",
+        "Start broker, one train worker and the edge workers in the background (one of the "
+        "default kind, or the units --edge asks for).",
     ),
     "down": _Entry("stack", "down_cmd", "Stop exactly the processes `hpc2edge up` started."),
     "status": _Entry(
@@ -52,6 +55,11 @@ COMMANDS: dict[str, _Entry] = {
         "stack",
         "ping_cmd",
         "Send hpc2edge.ping through the broker to a worker of QUEUE and print who answered.",
+    ),
+    "devices": _Entry(
+        "devices",
+        "devices_cmd",
+        "Device kinds and their units: state, last seen, measurements, software, reference check.",
     ),
     "dead-letters": _Entry(
         "deadletters",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 import click
 
 from hpc2edge.cli.context import command_settings, print_json
 from hpc2edge.ops.flower import DEFAULT_PORT
-from hpc2edge.roles import QUEUES
+from hpc2edge.roles import QUEUES, is_edge_queue
 
 
 @click.command("up")
@@ -22,15 +23,35 @@ from hpc2edge.roles import QUEUES
 )
 @click.option("--monitor", is_flag=True, help="Also start Flower (monitor role, basic auth).")
 @click.option(
+    "--edge",
+    "edge",
+    multiple=True,
+    metavar="KIND=BACKEND[:OPT=V,...]",
+    help="Start the units of a device kind instead of one default edge worker (repeatable): "
+    "e.g. cpu-1t=onnxruntime:threads=1, cpu-2t=onnxruntime:threads=2,units=2, "
+    "orin=table:table=orin.json. Options: threads (onnxruntime), table (table), units (all).",
+)
+@click.option(
     "--monitor-port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True
 )
 @click.pass_context
-def up_cmd(ctx: click.Context, timeout_s: float, monitor: bool, monitor_port: int) -> None:
-    """Start broker, one train worker and one edge worker in the background."""
+def up_cmd(
+    ctx: click.Context, timeout_s: float, monitor: bool, monitor_port: int, edge: tuple[str, ...]
+) -> None:
+    """Start broker, one train worker and the edge workers in the background (one of the
+    default kind, or the units --edge asks for)."""
     from hpc2edge.ops import stack
 
+    settings = command_settings(ctx)
+    try:
+        stack.edge_units(edge, settings)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--edge") from None
     result = stack.up(
-        command_settings(ctx), timeout_s=timeout_s, monitor_port=monitor_port if monitor else None
+        settings,
+        timeout_s=timeout_s,
+        monitor_port=monitor_port if monitor else None,
+        edge=edge,
     )
     started = ", ".join(result["started"]) or "nothing new (already up)"
     click.echo(f"started: {started}; state in {result['state_dir']}")
@@ -79,6 +100,11 @@ def status_cmd(ctx: click.Context, as_json: bool, timeout_s: float) -> None:
                 f"queue   {queue:<5} depth {depth:<5} workers {len(hosts)}: "
                 f"{', '.join(hosts) or '-'}"
             )
+        if st.reachable:
+            from hpc2edge.cli.devices import summary_lines
+
+            for line in summary_lines(command_settings(ctx)):
+                click.echo(line)
         for name, alive in st.local_processes.items():
             click.echo(f"local   {name:<12} {'running' if alive else 'not running'}")
         if st.monitor_url:
@@ -87,8 +113,14 @@ def status_cmd(ctx: click.Context, as_json: bool, timeout_s: float) -> None:
         raise click.exceptions.Exit(1)
 
 
+def _check_queue(_ctx: Any, _param: Any, value: str) -> str:
+    if value not in QUEUES and not is_edge_queue(value):
+        raise click.BadParameter(f"{value!r} is not train, edge or edge.<kind> (a device kind)")
+    return value
+
+
 @click.command("ping")
-@click.option("--queue", type=click.Choice(QUEUES), required=True)
+@click.option("--queue", required=True, callback=_check_queue, help="train, edge or edge.<kind>.")
 @click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the worker's whole answer.")
 @click.pass_context

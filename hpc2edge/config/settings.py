@@ -28,12 +28,15 @@
     measure_time_limit_s = 1800
 
     [edge]                              # only read by edge workers
+    kind = "default"                    # the device kind: queue edge (default) or edge.<kind>
     backend = "onnxruntime"             # onnxruntime | tensorrt | table
     intra_op_threads = 0                # ONNX Runtime threads; 0: all cores
     cache_dir = "cache"                 # TensorRT engines and timing cache
     # table = "recorded.json"           # the table backend's recordings
     artifact_max_mib = 512
     max_input_mib = 256                 # largest float32 input batch a request may ask for
+    reference_every = 50                # measure the reference model after this many; 0: never
+    time_scale = 1.0                    # drills and tests only: report every sample this x slower
 
     [search]                            # only read by the orchestrator
     storage = ""                        # Optuna storage URL; "": sqlite:///<state_dir>/search.db
@@ -61,10 +64,11 @@ environment: library code receives a ``Settings``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpc2edge.roles import ROLES, SIGNING_ROLES
+from hpc2edge.roles import DEFAULT_KIND, KIND_RE, ROLES, SIGNING_ROLES
 
 ENV_PREFIX = "HPC2EDGE_"
 ENV_CONFIG = "HPC2EDGE_CONFIG"
@@ -111,14 +115,23 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class EdgeSettings:
-    """How an edge worker measures."""
+    """How an edge worker measures, and which device kind it is (its queue: ``edge`` for the
+    default kind, ``edge.<kind>`` for any other, :func:`hpc2edge.roles.edge_queue`)."""
 
+    kind: str = DEFAULT_KIND
     backend: str = "onnxruntime"
     intra_op_threads: int = 0
     cache_dir: Path | None = None
     table: Path | None = None
     artifact_max_mib: int = 512
     max_input_mib: int = 256
+    # The unit measures the fixed reference model when it joins and after this many
+    # measurements (0: never), so the orchestrator can compare the units of a kind
+    # (docs/measurement.md, "Units of a kind: reference checks and quarantine").
+    reference_every: int = 50
+    # A drill and test knob, never for production: every timed sample this unit reports,
+    # reference included, is multiplied by it (2.0: a unit that reports twice as slow).
+    time_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,11 @@ class Settings:
                 f"task limit ({longest} s), or long tasks are delivered twice"
             )
         e = self.edge
+        if not isinstance(e.kind, str) or not KIND_RE.fullmatch(e.kind):
+            out.append(
+                f"edge.kind: {str(e.kind)[:60]!r} is not a device kind: lowercase letters, digits "
+                "and inner hyphens, 1-32 characters (e.g. orin-agx)"
+            )
         if e.backend not in ("onnxruntime", "tensorrt", "table"):
             out.append(f"edge.backend: {e.backend!r} is not onnxruntime, tensorrt or table")
         if e.backend == "table" and e.table is None:
@@ -210,6 +228,10 @@ class Settings:
             out.append("edge.artifact_max_mib: must be positive")
         if e.max_input_mib <= 0:
             out.append("edge.max_input_mib: must be positive")
+        if e.reference_every < 0:
+            out.append("edge.reference_every: must be >= 0 (0: no reference checks)")
+        if not (math.isfinite(e.time_scale) and e.time_scale > 0):
+            out.append(f"edge.time_scale: {e.time_scale!r} must be a finite number > 0 (1.0: off)")
         s = self.search
         for name in ("measure_timeout_s", "train_timeout_s"):
             if getattr(s, name) <= 0:

@@ -12,9 +12,11 @@ Conventions (docs/design.md, "Celery conventions"), each for a reason:
 - ``visibility_timeout`` above the longest task (validated in :mod:`hpc2edge.config`): Redis
   redelivers any task unacknowledged for longer.
 - Routes by task name: ``hpc2edge.train`` -> ``train`` (HPC nodes), ``hpc2edge.measure`` ->
-  ``edge`` (devices). ``task_create_missing_queues`` is off: a typo in a queue name is an error,
-  not a queue nobody consumes.
-- Each role keeps unacknowledged messages under its own keys (``hpc2edge:unacked:<role>``), so
+  ``edge`` (devices of the default kind) or the ``edge.<kind>`` queue the caller names (one per
+  device kind, :mod:`hpc2edge.roles`). ``task_create_missing_queues`` is off: a typo in a queue
+  name is an error, not a queue nobody consumes.
+- Each role keeps unacknowledged messages under its own keys (``hpc2edge:unacked:<role>``, and
+  ``hpc2edge:unacked:<queue>`` per device kind for the edge role), so
   the Redis ACL can confine the edge user to ``edge``-side keys: with Celery's shared default
   keys an edge worker restoring a timed-out message could push into ``train``.
 - Broker and result backend are ``rediss://`` with CERT_REQUIRED, our CA, the role's client
@@ -44,6 +46,7 @@ is an entry point); importing this module connects to nothing. Code that already
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -51,12 +54,31 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from hpc2edge.config import Settings, load_settings
-from hpc2edge.roles import QUEUE_OF_TASK, QUEUES
-from hpc2edge.transport import flowerguard, intake, liveness, signing, taskids
+from hpc2edge.roles import EDGE, QUEUE_OF_TASK, QUEUES, edge_queue, is_edge_queue
+from hpc2edge.transport import flowerguard, intake, liveness, signing, taskids, workerrole
 from hpc2edge.transport.tls import ssl_options
 from hpc2edge.util import filemodes
 
 TASK_ROUTES = {task: {"queue": queue} for task, queue in QUEUE_OF_TASK.items()}
+
+
+def task_queue(name: str) -> Queue:
+    """The kombu queue ``name`` with its direct exchange of the same name (Celery's layout)."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+def own_queue(settings: Settings) -> str | None:
+    """The queue this role's workers consume: the edge kind's queue for the edge role."""
+    return edge_queue(settings.edge.kind) if settings.role == EDGE else None
+
+
+def unacked_prefix(settings: Settings) -> str:
+    """Where this role keeps unacknowledged messages: per role (``hpc2edge:unacked:hpc``), and
+    per device kind for the edge role (``hpc2edge:unacked:edge``, ``...:edge.orin-agx``), so
+    the units of one kind restore each other's timed-out tasks and no other kind's."""
+    return f"hpc2edge:unacked:{own_queue(settings) or settings.role}"
+
+
 TASK_MODULES = ["hpc2edge.tasks"]
 
 
@@ -74,7 +96,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     url = broker_url(settings)
     tls = ssl_options(settings.tls)
     b = settings.broker
-    prefix = f"hpc2edge:unacked:{settings.role}"
+    prefix = unacked_prefix(settings)
+    queues = list(QUEUES)
+    mine = own_queue(settings)
+    if mine is not None and mine not in queues:
+        queues.append(mine)
     config: dict[str, Any] = {
         "broker_url": url,
         # Celery's "<backend class>+<url>" form: our Redis backend class over the same URL.
@@ -106,7 +132,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_queues": tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES),
+        "task_queues": tuple(task_queue(q) for q in queues),
         "task_routes": TASK_ROUTES,
         "task_create_missing_queues": False,
         "task_track_started": True,
@@ -133,6 +159,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+    if settings.role == EDGE:
+        # One measurement at a time on the device (workerrole.RoleWorker enforces it even
+        # against the command line; as the defaults, a plain command line says nothing).
+        config["worker_pool"] = "solo"
+        config["worker_concurrency"] = 1
     # The checked intake, for whatever role a worker is started with (Flower excepted:
     # Hpc2EdgeCelery.on_configure).
     config["broker_transport"] = f"{intake.__name__}:Transport"
@@ -174,6 +205,10 @@ class Hpc2EdgeCelery(Celery):
             queue = getattr(queue, "name", queue)  # a kombu Queue, or its name
             if isinstance(queue, str):
                 options["task_id"] = taskids.new(queue)
+        queue = options.get("queue")
+        if isinstance(queue, str) and is_edge_queue(queue) and queue not in self.amqp.queues:
+            # A device kind's queue: declared by its workers, named here by the caller.
+            options["queue"] = task_queue(queue)
         return super().send_task(name, args, kwargs, **options)
 
     @property
@@ -181,8 +216,18 @@ class Hpc2EdgeCelery(Celery):
         """The settings of this app, loaded from the environment on first use when not given."""
         if self._settings is None:
             # The worker command is our entry point here: read the environment once, lazily.
-            self._settings = load_settings(environ=os.environ, require_files=True)
+            if workerrole.running_worker():
+                # One message naming the file to write, not a traceback (a usage error).
+                self._settings = workerrole.load_or_exit(os.environ)
+            else:
+                self._settings = load_settings(environ=os.environ, require_files=True)
         return self._settings
+
+    @cached_property
+    def Worker(self) -> Any:
+        """The ``celery worker`` program: Celery's, with the role config deciding the pool and
+        the queues (:class:`hpc2edge.transport.workerrole.RoleWorker`)."""
+        return self.subclass_with_self(f"{workerrole.__name__}:RoleWorker")
 
     def on_configure(self) -> None:  # type: ignore[override]
         # Celery calls this once, when the configuration is first needed (not at import).

@@ -38,7 +38,7 @@ from celery.worker.consumer.consumer import Consumer as CeleryConsumer
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
-from hpc2edge.roles import QUEUE_OF_TASK, ROLE_OF_QUEUE
+from hpc2edge.roles import ROLE_OF_QUEUE, task_queue_ok
 from hpc2edge.transport import deadletters, envelope
 
 log = logging.getLogger("hpc2edge.intake")
@@ -63,8 +63,8 @@ class Policy:
     _by_queue: dict[str, frozenset[str]] | None = None
 
     def is_task_queue(self, queue: str) -> bool:
-        """One of the app's task queues (``train``, ``edge``); others (an admin's reply queue of
-        ``celery inspect``) carry no task and are not checked as one."""
+        """One of the app's task queues (``train``, ``edge``, ``edge.<kind>``); others (an
+        admin's reply queue of ``celery inspect``) carry no task and are not checked as one."""
         return queue in self._tasks_by_queue()
 
     def tasks_for(self, queue: str) -> Collection[str]:
@@ -76,9 +76,7 @@ class Policy:
         if self._by_queue is None:
             names = [n for n in self.app.tasks if not n.startswith("celery.")]
             queues = [q.name for q in self.app.conf.task_queues or () if q.name]
-            self._by_queue = {
-                q: frozenset(n for n in names if QUEUE_OF_TASK.get(n, q) == q) for q in queues
-            }
+            self._by_queue = {q: frozenset(n for n in names if task_queue_ok(n, q)) for q in queues}
         return self._by_queue
 
     @property

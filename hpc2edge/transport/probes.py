@@ -13,7 +13,7 @@ from typing import Any
 
 from hpc2edge.config import Settings
 from hpc2edge.errors import BrokerUnreachable, StackError
-from hpc2edge.roles import QUEUES
+from hpc2edge.roles import QUEUES, is_edge_queue
 from hpc2edge.transport import broker, liveness
 from hpc2edge.transport.app import make_app
 
@@ -22,8 +22,10 @@ def ping(settings: Settings, queue: str, *, timeout_s: float = 10.0) -> dict[str
     """Send ``hpc2edge.ping`` to ``queue`` and return the answer with the round trip in ms."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    if queue not in QUEUES:
-        raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
+    if queue not in QUEUES and not is_edge_queue(queue):
+        raise ValueError(
+            f"unknown queue {queue!r}; expected {', '.join(QUEUES)} or edge.<kind> (a device kind)"
+        )
     broker.client(settings).close()  # fail fast, with the reason, when the broker refuses us
     app = make_app(settings)
     try:
@@ -72,9 +74,13 @@ def probe_broker(settings: Settings, *, timeout_s: float = 2.0) -> BrokerProbe:
         out.reachable = True
         out.tls_version = broker.tls_version(c)
         try:
-            out.queue_depths = {q: int(c.llen(q)) for q in QUEUES}
+            queues = liveness.known_queues(c)
+        except Exception:  # a login that may not read the kinds (a device's own user)
+            queues = list(QUEUES)
+        try:
+            out.queue_depths = {q: int(c.llen(q)) for q in queues}
         except Exception as exc:
             out.error = f"queue depths unavailable to {settings.username!r}: {exc}"
         with broker.translate_errors("reading the live workers"):
-            out.workers = liveness.live_workers(c, QUEUES)
+            out.workers = liveness.live_workers(c, queues)
     return out

@@ -3,10 +3,11 @@
 Celery stores a task's result under ``celery-task-meta-<task id>``. Ids derived from the study
 and trial (``h2e-<search>-<study>-trial-N-train-K``) let anyone who could write a result key
 write the result of a task before it was even sent. So the key is random, 128 bits from
-:mod:`secrets`, and begins with the queue: ``train-<32 hex>``, ``edge-<32 hex>``. The broker's
-ACL gives each worker role only its own queue's result keys (``celery-task-meta-edge*`` to
-``edge``), so an edge device cannot write a training result, and the intake refuses a message
-whose id was not issued for the queue it came from. The derived name stays, as a label.
+:mod:`secrets`, and begins with the queue: ``train-<32 hex>``, ``edge-<32 hex>``,
+``edge.orin-agx-<32 hex>``. The broker's ACL gives each worker role only its own queue's
+result keys (``celery-task-meta-edge*`` to ``edge``; a device's own user only its kind's), so
+an edge device cannot write a training result, and the intake refuses a message whose id was
+not issued for the queue it came from. The derived name stays, as a label.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import re
 import secrets
 
-from hpc2edge.roles import ROLE_OF_QUEUE
+from hpc2edge.roles import role_of_queue
 
-_QUEUE = r"[a-z][a-z0-9_.]*"
+_QUEUE = r"[a-z][a-z0-9_.-]*"  # train, edge, edge.<kind> (roles.KIND_RE)
 _ID = re.compile(rf"^({_QUEUE})-([0-9a-f]{{32}})$")
 
 
@@ -38,6 +39,4 @@ def queue_of(task_id: object) -> str | None:
 def role_of(task_id: object) -> str | None:
     """The worker role allowed to answer ``task_id``, or None for an id that is not ours."""
     queue = queue_of(task_id)
-    if queue is None:
-        return None
-    return ROLE_OF_QUEUE.get(queue.split(".", 1)[0])
+    return None if queue is None else role_of_queue(queue)
