@@ -27,7 +27,10 @@ def broker_group() -> None:
 @_DIR_OPTION
 @click.pass_context
 def broker_start(ctx: click.Context, state_dir: Path | None) -> None:
-    """Start redis-server with broker/redis.conf and broker/users.acl (TLS, ACL, AOF)."""
+    """Start redis-server with broker/redis.conf and broker/users.acl (TLS, ACL, AOF).
+
+    The ACL also holds a user for every active device of the registry (`tls add-device`).
+    """
     from hpc2edge.ops import localbroker, stack
 
     settings = stack.prepare(command_settings(ctx, state_dir=state_dir))
@@ -77,12 +80,53 @@ def broker_preload(ctx: click.Context) -> None:
 def broker_acl(secrets_dir: Path, out: Path) -> None:
     """Render broker/users.acl with each user's password hash, for a remote broker.
 
-    The file holds only SHA-256 hashes; the password files go to the sites that need them.
+    The file holds only SHA-256 hashes; the password files go to the sites that need them. It
+    has a user for every active device of SECRETS/devices.json (`tls add-device`), and none for
+    a revoked one.
     """
     from hpc2edge.ops import localbroker
+    from hpc2edge.pki import devices
 
-    localbroker.write_acl(out, localbroker.ensure_secrets(secrets_dir))
-    click.echo(f"wrote {out} for users {', '.join(ROLES)}; passwords in {secrets_dir}")
+    passwords = localbroker.ensure_secrets(secrets_dir)
+    logins = devices.logins(secrets_dir)
+    localbroker.write_acl(out, passwords, device_logins=logins)
+    users = [*ROLES, *(login.user for login in logins)]
+    click.echo(f"wrote {out} for users {', '.join(users)}; passwords in {secrets_dir}")
+
+
+@broker_group.command("sync-devices")
+@click.option(
+    "--secrets",
+    "secrets_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The folder holding devices.json (default: the config's secrets folder).",
+)
+@click.pass_context
+def broker_sync_devices(ctx: click.Context, secrets_dir: Path | None) -> None:
+    """Apply the device registry to the running broker, as admin: create every active device's
+    user, remove every revoked one (and close its connections).
+
+    `tls add-device` and `tls revoke-device` do this for one device; run this when they could
+    not reach the broker. Also rewrites the local broker's rendered ACL file.
+    """
+    from hpc2edge import config
+    from hpc2edge.errors import BrokerError
+    from hpc2edge.ops import localbroker
+    from hpc2edge.pki import devices
+
+    settings = command_settings(ctx)
+    folder = secrets_dir or config.secrets_dir(settings)
+    registry = devices.load(folder)
+    active = [d.user for d in registry.active()]
+    revoked = [d.user for d in registry.devices if d.user not in active]
+    sync = localbroker.sync_devices(settings, folder, add=active, remove=revoked)
+    if not sync.applied:
+        raise BrokerError(f"the device registry {folder} was not applied: {sync.detail}")
+    click.echo(
+        f"broker: {len(active)} device user(s) set, {len(revoked)} removed "
+        f"({sync.killed} open connection(s) closed), {sync.detail}"
+    )
 
 
 @broker_group.command("stop")

@@ -16,13 +16,21 @@ What goes where (names and keys are fixed here, in ``k8s/secrets/templates.yaml`
 manifests that mount them; ``tests/unit/test_k8s.py`` keeps the three in step)::
 
     hpc2edge-broker-tls       ca.pem, server.pem, server-key.pem     the broker's TLS files
-    hpc2edge-broker-acl       users.acl                              hashes only (render_acl)
+    hpc2edge-broker-acl       users.acl                              hashes only (render_acl):
+                                                                     the roles, and one user per
+                                                                     active device of
+                                                                     --secrets/devices.json
     hpc2edge-monitor-client   ca.pem, monitor.pem, monitor-key.pem,  Flower's login, and the
                               monitor.password                       broker's TLS probes
     hpc2edge-flower-auth      FLOWER_BASIC_AUTH = <user>:<password>  Flower's basic auth
 
 Never printed: ``ca-key.pem`` (it stays on the admin machine), and the certificates, keys and
-passwords of the other roles, which belong to the sites that run them.
+passwords of the other roles and of the devices, which belong to the sites that run them.
+
+Device users come from the registry (:mod:`hpc2edge.pki.devices`): after ``tls add-device`` or
+``tls revoke-device``, apply the Secrets again, so that the broker Pod's next start loads the
+same users as the running broker (``revoke-device`` removes the user live, but a Pod restarted
+from an old Secret would bring it back).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from hpc2edge.errors import TLSError
 from hpc2edge.ops import localbroker
 from hpc2edge.roles import ROLES
 from hpc2edge.transport.flowerguard import DEFAULT_USER, PASSWORD_FILE, basic_auth
@@ -97,10 +106,12 @@ def secret_data(
     """The content of every Secret in :data:`SECRETS`, read from ``tls_dir`` and ``secrets_dir``.
 
     TLS and password files are carried byte for byte; ``users.acl`` is rendered from the ACL
-    users' passwords (:func:`hpc2edge.ops.localbroker.render_acl`).
+    users' passwords and the active devices of ``secrets_dir``'s registry
+    (:func:`hpc2edge.ops.localbroker.render_acl`).
 
     Raises:
-        InputError: listing every missing folder or file, and an empty password.
+        InputError: listing every missing folder or file, an empty password, an unreadable
+            device registry and an active device without its password file.
         ValueError: ``flower_user`` is not a plain user name.
     """
     if not _FLOWER_USER.match(flower_user):
@@ -135,10 +146,17 @@ def secret_data(
             continue
         files[f"password:{name}"] = raw
         passwords[name.removesuffix(".password")] = raw.decode().strip()
+    from hpc2edge.pki import devices  # not at the top: `hpc2edge k8s --help` loads this module
+
+    try:
+        device_logins = devices.logins(secrets_dir)
+    except TLSError as exc:
+        problems.append(str(exc))
     if problems:
         raise InputError(problems)
 
-    files["acl"] = localbroker.render_acl({u: passwords[u] for u in ROLES}).encode()
+    role_passwords = {u: passwords[u] for u in ROLES}
+    files["acl"] = localbroker.render_acl(role_passwords, device_logins=device_logins).encode()
     files["flower-auth"] = basic_auth(flower_user, passwords["flower"]).encode()
     return {
         secret: {key: files[source] for key, source in keys.items()}

@@ -5,7 +5,8 @@
     DIR/ca.pem, ca-key.pem                 the private CA (keep ca-key.pem offline in production)
     DIR/server.pem, server-key.pem         the broker: SANs localhost, 127.0.0.1, ::1 + --host names
     DIR/<role>.pem, <role>-key.pem         one client certificate per role
-    DIR/edge-<name>.pem, edge-<name>-key.pem   more edge devices (``tls add-device NAME``)
+    DIR/edge-<name>.pem, edge-<name>-key.pem   more edge devices (``tls add-device NAME``; their
+                                           broker users: :mod:`hpc2edge.pki.devices`)
     DIR/<role>-sign.pem, <role>-sign-key.pem   message signing (orchestrator, hpc, edge; and
                                            edge-<name>-sign.pem per added device)
     DIR/signers/tasks/orchestrator-sign.pem    the only signer whose tasks workers run
@@ -347,23 +348,37 @@ def init_signing(directory: str | os.PathLike[str], *, force: bool = False) -> d
     return _init_signing(d, ca)
 
 
+def check_device_name(name: object) -> str:
+    """``name`` if it is a legal device name (it becomes a file stem, a certificate's CN and a
+    broker user); ValueError saying what a legal one is."""
+    if not isinstance(name, str) or not _DEVICE_NAME.fullmatch(name):
+        raise ValueError(
+            f"device name {str(name)[:70]!r}: use lower-case letters, digits and '-', "
+            "at most 63 characters"
+        )
+    return name
+
+
 def add_device(directory: str | os.PathLike[str], name: str, *, force: bool = False) -> Issued:
     """Issue another edge certificate, ``edge-<name>.pem``, signed by the CA in ``directory``.
 
     The certificate's common name is ``edge:<name>``, so the device is identifiable wherever the
-    certificate is inspected. The device logs in as the shared ``edge`` ACL user (Redis 7.0
-    cannot map a certificate to a user), so revoking one device means rotating the edge password
-    or the CA.
+    certificate is inspected; its OU stays ``edge``, the role whose results it may sign. This is
+    the certificate half of a device's identity: :func:`hpc2edge.pki.devices.issue` (what ``tls
+    add-device`` runs) adds the device's own broker user, password and registry entry. Redis 7.0
+    cannot map a certificate to a user, so the broker tells devices apart by that user, not by
+    this certificate.
 
     The device also gets its own result-signing key, ``edge-<name>-sign.pem`` (paths:
     :func:`signing_files`), whose certificate is added to ``signers/results/``: copy that file to
     the orchestrator and every worker (workers re-read results) and restart them, or they refuse
     the device's signed results.
+
+    Raises:
+        ValueError: ``name`` is not a legal device name (checked before anything is written).
+        TLSError: its files exist and ``force`` is false, or there is no CA in ``directory``.
     """
-    if not _DEVICE_NAME.match(name):
-        raise ValueError(
-            f"device name {name!r}: use lower-case letters, digits and '-', at most 63 characters"
-        )
+    check_device_name(name)
     d = Path(directory)
     stem = f"edge-{name}"
     signing = signing_files(d, stem)
@@ -375,3 +390,15 @@ def add_device(directory: str | os.PathLike[str], name: str, *, force: bool = Fa
     trusted.parent.mkdir(parents=True, exist_ok=True)
     trusted.write_bytes(signing.cert.read_bytes())
     return issued
+
+
+def untrust_signer(directory: str | os.PathLike[str], stem: str) -> Path | None:
+    """Take ``stem``'s signing certificate out of ``signers/results/`` (a revoked device's), so
+    the orchestrator and workers stop accepting its signed results once they re-read the folder
+    (at their next start: Celery reads it once). Returns the file removed, None when it was not
+    there. ``signers/tasks/`` never holds a device's certificate."""
+    trusted = signers_dir(directory, "results") / signing_files(directory, stem).cert.name
+    if not trusted.is_file():
+        return None
+    trusted.unlink()
+    return trusted
