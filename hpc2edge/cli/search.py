@@ -26,6 +26,7 @@ import click
 from hpc2edge.cli.context import command_settings
 from hpc2edge.config import Settings, measurement_store_url
 from hpc2edge.search.run import run_search
+from hpc2edge.search.stages import UNSTABLE_REMEASURES
 
 # Parameters of a search run, shared by `search` and `demo` and by bench/search.py.
 DEMO_PIN = {"frames": 8, "size": 41}
@@ -33,8 +34,10 @@ DEMO_PIN = {"frames": 8, "size": 41}
 
 FRONT_COLUMNS = (
     "trial", "arch_id", "params", "latency_ms", "p90_ms", "val_mse", "rmse_speed_mm_s",
-    "rmse_power_w", "speedup", "loss_ratio",
+    "rmse_power_w", "speedup", "loss_ratio", "unstable",
 )  # fmt: skip
+#: Marks a p50 whose measurement stayed unstable (it ended by its cap before its CI target).
+UNSTABLE_MARK = "!"
 
 
 def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
@@ -64,15 +67,31 @@ def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[
             f"{'1.00x':>8} {'1.00x':>10}"
         )
     for r in rows:
+        p50 = fmt(r["latency_ms"], ".3f") + (UNSTABLE_MARK if r["unstable"] else "")
         lines.append(
             f"{r['trial']:>5} {str(r['arch_id'])[:12]:12} {fmt(r['params'], ','):>9} "
-            f"{fmt(r['latency_ms'], '.3f'):>8} {fmt(r['p90_ms'], '.3f'):>8} "
+            f"{p50:>8} {fmt(r['p90_ms'], '.3f'):>8} "
             f"{fmt(r['val_mse'], '.5f'):>9} {fmt(r['rmse_speed_mm_s'], '.1f'):>7} "
             f"{fmt(r['rmse_power_w'], '.1f'):>6} "
             f"{fmt(r['speedup'], '.2f') + 'x' if r['speedup'] else '-':>8} "
             f"{fmt(r['loss_ratio'], '.2f') + 'x' if r['loss_ratio'] else '-':>10}"
         )
+    if any(r["unstable"] for r in rows):
+        lines.append(
+            f"  {UNSTABLE_MARK} unstable: measured {1 + UNSTABLE_REMEASURES} times, its CI never "
+            "reached the protocol's target (a loaded or throttled device)"
+        )
     return rows, "\n".join(lines)
+
+
+def _check_devices(_ctx: Any, _param: Any, values: tuple[str, ...]) -> tuple[str, ...]:
+    from hpc2edge.search.run import parse_devices
+
+    try:
+        parse_devices(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return values
 
 
 def search_options(f: Any) -> Any:
@@ -85,6 +104,12 @@ def search_options(f: Any) -> Any:
                      help="pareto: minimise (val MSE, latency); paper: 1000*val_loss + ms."),
         click.option("--latency-budget-ms", type=float, default=None,
                      help="Constraint on the p50 latency; over-budget networks are not trained."),
+        click.option("--device", "devices", multiple=True, metavar="KIND[:BUDGET_MS]",
+                     callback=_check_devices,
+                     help="Device kind to measure on (queue edge.KIND; repeatable; default: "
+                     "the default kind, queue edge). The first kind's latency is the "
+                     "objective; every other kind is measured too, gets its own front, and "
+                     "with :BUDGET_MS prunes candidates over that budget before training."),
         click.option("--sampler", type=click.Choice(["tpe", "nsga2", "random"]), default="tpe",
                      show_default=True),
         click.option("--seed", type=int, default=None, help="Sampler seed (reproducible asks)."),
@@ -126,20 +151,52 @@ def search_options(f: Any) -> Any:
     return f
 
 
+def kind_front_lines(fronts: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The front on each other device kind, as text (the report's ``fronts_by_kind``)."""
+    lines: list[str] = []
+    for kind, rows in fronts.items():
+        lines.append(f"Front on device kind {kind} (val MSE against p50 on {kind}):")
+        if not rows:
+            lines.append(f"  (empty: no feasible complete trial on {kind})")
+            continue
+        lines.append(f"{'trial':>5} {'arch':12} {'p50 ms':>8} {'p90 ms':>8} {'val MSE':>9} "
+                     f"{'speed-up':>8}")  # fmt: skip
+        for r in rows:
+            p90 = "-" if r["p90_ms"] is None else f"{r['p90_ms']:.3f}"
+            p50 = f"{r['latency_ms']:.3f}" + (UNSTABLE_MARK if r["unstable"] else "")
+            speedup = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+            lines.append(
+                f"{r['trial']:>5} {str(r['arch_id'])[:12]:12} {p50:>8} "
+                f"{p90:>8} {r['val_mse']:>9.5f} {speedup:>8}"
+            )
+    return lines
+
+
 def _report_front(summary: dict[str, Any], study: Any, as_json: bool) -> None:
+    from hpc2edge.report.collect import kind_fronts
+    from hpc2edge.search.settings import device_kinds
+
     rows, table = front_table(study, summary.get("baseline"))
+    fronts = kind_fronts(study, summary.get("baseline"))
     if as_json:
-        click.echo(json.dumps({**summary, "front_rows": rows}, indent=2, default=str))
+        out = {**summary, "front_rows": rows, "fronts_by_kind": fronts}
+        click.echo(json.dumps(out, indent=2, default=str))
         return
+    sent = summary["tasks_sent"]
+    measures = sum(n for stage, n in sent.items() if stage.startswith("measure"))
     click.echo("")
     click.echo(
         f"study {summary['study']}: {summary['trials']} trials, {summary['complete']} complete, "
         f"{summary['pruned']} pruned, {summary['failed']} failed; tasks sent: "
-        f"{summary['tasks_sent']['measure']} measure, {summary['tasks_sent']['train']} train; "
+        f"{measures} measure, {summary['tasks_sent'].get('train', 0)} train; "
         f"{summary['measurements_reused']} measurements reused from the store"
     )
-    click.echo("Pareto front (feasible, by latency; ratios against the baseline):")
+    kinds = [k for k, _ in device_kinds(study.user_attrs)]
+    on = f" on {kinds[0]}" if len(kinds) > 1 else ""
+    click.echo(f"Pareto front (feasible, by latency{on}; ratios against the baseline):")
     click.echo(table if rows else "  (empty: no trial completed within the constraints)")
+    for line in kind_front_lines(fronts):
+        click.echo(line)
     failed = [
         (t.number, t.user_attrs.get("reason", ""))
         for t in study.get_trials(deepcopy=False)

@@ -32,6 +32,7 @@ from typing import Any
 from hpc2edge.config import mask_url
 from hpc2edge.errors import StudyStorageError
 from hpc2edge.search import records as stored
+from hpc2edge.search.settings import device_kinds
 from hpc2edge.search.storage import open_storage
 
 REPORT_FORMAT = "hpc2edge-report/1"
@@ -97,6 +98,7 @@ def model_row(
         "p90_ms": latency.get("p90_ms"),
         "ci95_ms": list(ci) if ci else None,
         "cached": latency.get("cached"),
+        "unstable": latency.get("unstable"),
         "val_mse": attrs.get("val_mse"),
         "test_mse": (train.get("test") or {}).get("mse"),
         "rmse_speed_mm_s": train.get("val_rmse_speed_mm_s"),
@@ -121,6 +123,38 @@ def front_rows(study: Any, baseline: Mapping[str, Any] | None) -> list[dict[str,
         row["confirm_p50_ms"] = (confirm.get(str(t.number)) or {}).get("p50_ms")
         rows.append(row)
     return rows
+
+
+def kind_fronts(study: Any, baseline: Mapping[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
+    """For a study that targets several device kinds, the front on each other kind: trials on
+    the (val MSE, p50 on that kind) front, with the speed-up against the baseline there."""
+    from hpc2edge.search.objectives import kind_front
+    from hpc2edge.search.settings import device_kinds
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind, primary in device_kinds(study.user_attrs):
+        if primary:
+            continue
+        key = f"latency_ms@{kind}"
+        base_ms = (baseline or {}).get(key)
+        rows = []
+        for t in kind_front(study, key):
+            a = t.user_attrs
+            ms = float(a[key])
+            rows.append(
+                {
+                    "trial": t.number,
+                    "arch_id": a.get("arch_id"),
+                    "params": a.get("params"),
+                    "latency_ms": ms,
+                    "p90_ms": (a.get(f"latency@{kind}") or {}).get("p90_ms"),
+                    "unstable": (a.get(f"latency@{kind}") or {}).get("unstable"),
+                    "val_mse": a.get("val_mse"),
+                    "speedup": base_ms / ms if isinstance(base_ms, (int, float)) and ms else None,
+                }
+            )
+        out[kind] = rows
+    return out
 
 
 def trial_records(study: Any, front: set[int]) -> list[dict[str, Any]]:
@@ -337,6 +371,8 @@ def collect(
         "counts": counts(study, records),
         "baseline": base_row,
         "front": front,
+        "devices": [k for k, _ in device_kinds(ua)],
+        "fronts_by_kind": kind_fronts(study, baseline),
         "trials": records,
         "hypervolume": hypervolume(
             records, budget_ms=objective.get("latency_budget_ms"), reference=hv_reference

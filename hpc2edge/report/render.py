@@ -246,6 +246,13 @@ FRONT_HEAD = (
 )  # fmt: skip
 
 
+def _p50(r: Mapping[str, Any]) -> str:
+    """The p50 cell; an unstable measurement is marked, with why in its title."""
+    why = r.get("unstable")
+    text = _num(r["latency_ms"], ".3f") + (" (unstable)" if why else "")
+    return cell("latency_ms", r["latency_ms"], text, "num unstable" if why else "num", why)
+
+
 def _model_cells(r: Mapping[str, Any]) -> list[str]:
     inp = r.get("input")
     return [
@@ -254,7 +261,7 @@ def _model_cells(r: Mapping[str, Any]) -> list[str]:
         cell("key_params", r["key_params"], _kv(r["key_params"]), "params"),
         cell("params", r["params"], _num(r["params"], ",")),
         cell("flops", r["flops"], _flops(r["flops"])),
-        cell("latency_ms", r["latency_ms"], _num(r["latency_ms"], ".3f")),
+        _p50(r),
         cell("p90_ms", r["p90_ms"], _num(r["p90_ms"], ".3f")),
         cell("ci95_ms", r["ci95_ms"], _ci(r["ci95_ms"])),
         cell("val_mse", r["val_mse"], _num(r["val_mse"], ".4g")),
@@ -280,6 +287,30 @@ def _table(table_id: str, head: Sequence[str], rows: Sequence[str], empty: str) 
         f'<table id="{esc(table_id)}"><thead><tr>{th}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+def kind_front_tables(report: Mapping[str, Any]) -> str:
+    """One front per other device kind of a study that targets several (its p50 there)."""
+    out = []
+    for kind, front in (report.get("fronts_by_kind") or {}).items():
+        head = ["trial", "arch", "params", "p50 ms", "p90 ms", "val MSE", "speed-up"]
+        rows = [
+            f'<tr data-trial="{int(r["trial"])}">'
+            + cell("trial", r["trial"], str(r["trial"]))
+            + cell("arch_id", r["arch_id"], str(r["arch_id"] or "")[:12], "label")
+            + cell("params", r["params"], _num(r["params"], ","))
+            + _p50(r)
+            + cell("p90_ms", r["p90_ms"], _num(r["p90_ms"], ".3f"))
+            + cell("val_mse", r["val_mse"], _num(r["val_mse"], ".5f"))
+            + cell("speedup", r["speedup"], _num(r["speedup"], ".2f", "×"))
+            + "</tr>"
+            for r in front
+        ]
+        out.append(
+            f"<h3>Front on device kind {esc(kind)}</h3>"
+            + _table(f"front-{kind}", head, rows, f"No feasible complete trial on {kind}.")
+        )
+    return "\n".join(out)
 
 
 def front_table(report: Mapping[str, Any]) -> str:
@@ -539,6 +570,7 @@ median of the compute series on the edge device (p50), its 95&nbsp;% confidence 
 and p90. Losses on the normalised targets (speed / 900, power / 215); RMSEs in physical
 units.</p>
 {front_table(report)}
+{kind_front_tables(report)}
 <h2>Hypervolume</h2>
 {figure("hypervolume")}
 <h2>Latency and size</h2>

@@ -19,16 +19,26 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN
+from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN, is_edge_queue
 from hpc2edge.store.artifacts import ArtifactStore
 from hpc2edge.transport.taskids import queue_of
 
+log = logging.getLogger(__name__)
+
 KINDS = ("measure", "train")
 KIND_OF_QUEUE = {QUEUE_EDGE: "measure", QUEUE_TRAIN: "train"}
+
+
+def task_kind_of_queue(queue: object) -> str | None:
+    """The task kind a queue carries: ``train``, or ``measure`` on any device kind's queue."""
+    if queue == QUEUE_TRAIN:
+        return "train"
+    return "measure" if is_edge_queue(queue) else None
 
 
 @dataclass(frozen=True)
@@ -177,9 +187,15 @@ class Dispatcher(abc.ABC):
         """Messages waiting per queue, when known."""
         return {}
 
-    def probe_edge(self, timeout_s: float) -> dict[str, Any] | None:
-        """The edge's ``hpc2edge.ping`` answer (device and backend fingerprints), or None."""
+    def probe_edge(self, timeout_s: float, queue: str = QUEUE_EDGE) -> dict[str, Any] | None:
+        """The ``hpc2edge.ping`` answer of a worker of the edge ``queue`` (its device kind,
+        device and backend fingerprints), or None."""
         return None
+
+    def quarantined(self, queue: str) -> dict[str, str]:
+        """The units of an edge ``queue`` under quarantine, with why, after applying the
+        fleet's rule (:func:`hpc2edge.transport.fleet.review`); ``{}`` when not known."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -196,12 +212,16 @@ class InlineDispatcher(Dispatcher):
 
     A handler returning ``None`` models a task nobody answers (a device that is gone): the task
     stays pending forever and the orchestrator's timeout has to deal with it. ``sent`` records
-    every submission in order, for tests to count.
+    every submission in order, for tests to count. ``handlers`` are by task kind, or by queue
+    for one device kind's measurements (``{"measure": ..., "edge.orin-nano": ...}``: the task
+    id names the queue); ``edge_probes`` by queue, ``edge_probe`` for any other.
     """
 
     handlers: dict[str, Handler]
     artifacts: ArtifactStore
     edge_probe: dict[str, Any] | None = None
+    edge_probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quarantine: dict[str, dict[str, str]] = field(default_factory=dict)
     sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     _pending: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     _done: dict[str, Outcome] = field(default_factory=dict)
@@ -218,8 +238,9 @@ class InlineDispatcher(Dispatcher):
         if task_id not in self._pending:
             return None  # never sent, or sent by an orchestrator that is gone: nobody answers
         kind, payload = self._pending[task_id]
+        handler = self.handlers.get(str(queue_of(task_id))) or self.handlers[kind]
         try:
-            result = self.handlers[kind](payload)
+            result = handler(payload)
         except Exception as exc:  # a raising task: what Celery reports as FAILURE
             del self._pending[task_id]
             error = _error(exc)
@@ -244,8 +265,11 @@ class InlineDispatcher(Dispatcher):
     def count(self, kind: str) -> int:
         return sum(1 for k, _, _ in self.sent if k == kind)
 
-    def probe_edge(self, timeout_s: float) -> dict[str, Any] | None:
-        return self.edge_probe
+    def probe_edge(self, timeout_s: float, queue: str = QUEUE_EDGE) -> dict[str, Any] | None:
+        return self.edge_probes.get(queue) if queue in self.edge_probes else self.edge_probe
+
+    def quarantined(self, queue: str) -> dict[str, str]:
+        return dict(self.quarantine.get(queue, {}))
 
 
 def _error(exc: BaseException) -> dict[str, str]:
@@ -281,9 +305,13 @@ class CeleryDispatcher(Dispatcher):
 
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}")
+        # The id names its queue (hpc2edge.transport.taskids): a device kind's, for a measurement.
+        queue = queue_of(task_id)
+        if task_kind_of_queue(queue) != kind:
+            raise ValueError(f"task id {task_id[:80]!r} was not issued for a {kind} queue")
         with broker.translate_errors(f"sending a {kind} task"):
             self.app.send_task(
-                f"hpc2edge.{kind}", args=[payload], task_id=task_id, expires=expires_s
+                f"hpc2edge.{kind}", args=[payload], task_id=task_id, expires=expires_s, queue=queue
             )
 
     def poll(self, task_id: str) -> Outcome | None:
@@ -311,7 +339,7 @@ class CeleryDispatcher(Dispatcher):
         except (results.BadResult, DecodeError, ValueError, TypeError, RecursionError) as exc:
             return Outcome.rejected_because(f"stored result of {task_id}: {exc}")
         if stored.state == "SUCCESS":
-            return Outcome.from_result(stored.result, KIND_OF_QUEUE.get(str(queue_of(task_id))))
+            return Outcome.from_result(stored.result, task_kind_of_queue(queue_of(task_id)))
         if stored.state == "FAILURE":
             error = stored.error or {"type": "Error", "message": ""}
             return Outcome(False, None, error, transient=error["type"] in TRANSIENT_ERRORS)
@@ -328,32 +356,42 @@ class CeleryDispatcher(Dispatcher):
             AsyncResult(task_id, app=self.app).forget()
 
     def workers(self) -> dict[str, int]:
-        from hpc2edge.roles import QUEUES
         from hpc2edge.transport import liveness
 
         try:
-            live = liveness.live_workers(self._client, QUEUES)
+            queues = liveness.known_queues(self._client)
+            live = liveness.live_workers(self._client, queues)
         except Exception:
             return {}
         return {q: len(names) for q, names in live.items()}
 
     def queue_depths(self) -> dict[str, int]:
-        from hpc2edge.roles import QUEUES
+        from hpc2edge.transport import liveness
 
         try:
-            return {q: int(self._client.llen(q)) for q in QUEUES}
+            return {q: int(self._client.llen(q)) for q in liveness.known_queues(self._client)}
         except Exception:
             return {}
 
-    def probe_edge(self, timeout_s: float) -> dict[str, Any] | None:
+    def probe_edge(self, timeout_s: float, queue: str = QUEUE_EDGE) -> dict[str, Any] | None:
         from hpc2edge.errors import Hpc2EdgeError
         from hpc2edge.transport import probes
 
         try:
-            answer = probes.ping(self.settings, QUEUE_EDGE, timeout_s=timeout_s)
+            answer = probes.ping(self.settings, queue, timeout_s=timeout_s)
         except Hpc2EdgeError:
             return None
         return answer
+
+    def quarantined(self, queue: str) -> dict[str, str]:
+        from hpc2edge.transport import fleet
+
+        try:
+            fleet.review(self._client, queue)
+            return fleet.quarantined_units(self._client, queue)
+        except Exception as exc:  # the broker away, or a login that may not review
+            log.warning("cannot review the units of %s: %s", queue, exc)
+            return {}
 
     def close(self) -> None:
         self._client.close()

@@ -107,6 +107,22 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [complete[i] for i in pareto_front(points)]
 
 
+def kind_front(study: optuna.Study, latency_key: str) -> list[FrozenTrial]:
+    """Feasible complete trials on the front of (val MSE, ``latency_key``), by that latency: the
+    front of one device kind of a study that targets several (``latency_ms@orin-nano``)."""
+    from optuna.trial import TrialState
+
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if (t.user_attrs.get(CONSTRAINT_ATTR) or 0.0) <= 0.0
+        and isinstance(t.user_attrs.get(latency_key), (int, float))
+        and isinstance(t.user_attrs.get("val_mse"), (int, float))
+    ]
+    points = [(float(t.user_attrs["val_mse"]), float(t.user_attrs[latency_key])) for t in done]
+    return [done[i] for i in pareto_front(points)]
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the non-dominated points (both coordinates minimised), sorted by the 2nd."""
     order = sorted(range(len(points)), key=lambda i: (points[i][1], points[i][0]))

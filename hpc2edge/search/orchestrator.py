@@ -46,6 +46,7 @@ malformed or forged result fails one attempt, never the search.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import uuid
@@ -56,7 +57,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpc2edge.errors import Hpc2EdgeError, SearchError
-from hpc2edge.roles import QUEUE_EDGE
+from hpc2edge.roles import DEFAULT_KIND
 from hpc2edge.search import candidate as cand
 from hpc2edge.search import confirm
 from hpc2edge.search import settings as study_settings
@@ -164,6 +165,8 @@ class Orchestrator:
         self.lease = Lease(study, self.clock)
         #: Device context per edge queue (from the probe, then from each result).
         self.contexts: dict[str, DeviceContext] = {}
+        #: Units under quarantine per edge queue (:meth:`refresh_quarantine`).
+        self.quarantine: dict[str, dict[str, str]] = {}
         self.jobs: dict[str, Job] = {}
         self.tag = ""
         self.capacity = Capacity({}, config.parallel)
@@ -189,15 +192,24 @@ class Orchestrator:
         if self.config.baseline:
             self._start_baseline()
         self._set_capacity(self._count_workers())
-        probe = self.dispatcher.probe_edge(timeout_s=5.0)
-        if probe and isinstance(probe.get("measurement"), dict):
-            m = probe["measurement"]
-            if isinstance(m.get("backend"), dict) and "error" not in m["backend"]:
-                self.contexts[QUEUE_EDGE] = DeviceContext.from_fingerprints(
-                    m["device"], m["backend"]
-                )
+        for measure in self.pipeline.measures:
+            self._probe(measure)
+            self.refresh_quarantine(measure.queue)
         self.recorder.flush()
         self._started = True
+
+    def _probe(self, measure: MeasureStage) -> None:
+        """The device context of a kind's queue from one of its units, for store lookups before
+        anything is sent (none: the first result gives it)."""
+        probe = self.dispatcher.probe_edge(timeout_s=5.0, queue=measure.queue)
+        m = probe.get("measurement") if isinstance(probe, dict) else None
+        if not isinstance(m, dict) or m.get("kind", DEFAULT_KIND) != measure.device:
+            return
+        if isinstance(m.get("backend"), dict) and "error" not in m["backend"]:
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # an answer we cannot read
+                self.contexts[measure.queue] = DeviceContext.from_fingerprints(
+                    m["device"], m["backend"], measure.device
+                )
 
     def run(self) -> dict[str, Any]:
         """Step until ``trials`` trials are finished; return :meth:`summary`."""
@@ -401,9 +413,9 @@ class Orchestrator:
         for key in (*COPIED, *results):
             if key in source.attrs:
                 self.set(job, key, source.attrs[key])
-        measure = self.pipeline.measure
-        if measure.result_key in source.attrs:
-            self.set_latency(job, measure, source.attrs[measure.result_key])  # its constraint
+        for measure in self.pipeline.measures:
+            if measure.result_key in source.attrs:
+                self.set_latency(job, measure, source.attrs[measure.result_key])  # constraint
         if source.state is JobState.PRUNED:
             self._finish(job, JobState.PRUNED, source.attrs.get("reason", "pruned"))
         else:
@@ -520,14 +532,27 @@ class Orchestrator:
             cb(event, job)  # type: ignore[arg-type]
 
     def set_latency(self, job: Job, stage: MeasureStage, latency_ms: float) -> None:
-        """The stage's latency, and for the study's device its constraint (samplers read it)."""
-        if not stage.device:
-            constraint = self.objective.constraint(latency_ms)
-            if constraint is not None:
-                self.set(job, CONSTRAINT_ATTR, constraint)
-                if native_constraints():
-                    self.recorder.constraint(job, "latency_ms", constraint)
+        """The stage's latency; once every device kind with a budget is measured, the trial's
+        constraint: the worst excess over a kind's budget (<= 0: feasible on every kind), one
+        number because Optuna keeps a trial's first constraint record (samplers read it)."""
         self.set(job, stage.result_key, latency_ms)
+        budgets = [(m, m.budget(self)) for m in self.pipeline.measures]
+        limited = [(m.result_key, b) for m, b in budgets if b is not None]
+        if stage.result_key not in {k for k, _ in limited}:
+            return
+        if not all(k in job.attrs for k, _ in limited):
+            return
+        constraint = max(job.attrs[k] - b for k, b in limited)
+        self.set(job, CONSTRAINT_ATTR, constraint)
+        if native_constraints():
+            self.recorder.constraint(job, "latency_ms", constraint)
+
+    def refresh_quarantine(self, queue: str) -> dict[str, str]:
+        """Apply the fleet's rule to ``queue``'s units now and keep who is under quarantine
+        (asked before a result is accepted: a unit found out of line has its results set
+        aside and measured again on another unit)."""
+        self.quarantine[queue] = self.dispatcher.quarantined(queue)
+        return self.quarantine[queue]
 
     def fail(self, job: Job, reason: str) -> None:
         self._finish(job, JobState.FAILED, reason)

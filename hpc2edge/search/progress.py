@@ -240,7 +240,8 @@ class Progress:
             eta = max(0, s.total - s.done) / (per_min / 60.0)
             done += f", {per_min:.3g} trials/min, ETA {_duration(eta)}"
         line = f"{done} | {_in_flight(s)}"
-        depths = self.o.dispatcher.queue_depths()
+        mine = self.o.pipeline.queues  # not every kind's queue: this search's
+        depths = {q: n for q, n in self.o.dispatcher.queue_depths().items() if q in mine}
         if depths:
             line += " | queued: " + ", ".join(f"{q} {n}" for q, n in sorted(depths.items()))
         if s.best_loss is not None:

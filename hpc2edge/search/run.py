@@ -21,9 +21,10 @@ from typing import Any
 
 from hpc2edge.config import Settings, measurement_store_url, study_storage_url
 from hpc2edge.errors import SearchError
-from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN
+from hpc2edge.roles import DEFAULT_KIND, QUEUE_EDGE, QUEUE_TRAIN, check_kind, kind_of_queue
 
-#: The queues every search sends to, and how to start a worker for each (as docs/design.md).
+#: The queues a search of the default device kind sends to, and how to start a worker for each
+#: (as docs/design.md); a search of other kinds needs theirs (``edge.<kind>``).
 NEEDED_QUEUES = (QUEUE_EDGE, QUEUE_TRAIN)
 START_WORKER = {
     QUEUE_EDGE: "`celery -A hpc2edge worker -Q edge --pool solo -c 1` on the edge device",
@@ -43,7 +44,7 @@ class NoLiveWorkers(SearchError):
         names = " and ".join(self.queues)
         noun = "queue" if len(self.queues) == 1 else "queues"
         waited = f" after waiting {waited_s:g} s" if waited_s > 0 else ""
-        start = "; ".join(START_WORKER.get(q, f"a worker of {q}") for q in self.queues)
+        start = "; ".join(START_WORKER.get(q) or _start_kind(q) for q in self.queues)
         super().__init__(
             f"no live worker on the {names} {noun}{waited}: start {start} "
             "(`hpc2edge up` starts both on this machine, `hpc2edge status` lists the workers; "
@@ -51,19 +52,56 @@ class NoLiveWorkers(SearchError):
         )
 
 
-def missing_workers(dispatcher: Any, queues: Sequence[str] = NEEDED_QUEUES) -> list[str]:
-    """The queues of ``queues`` that the dispatcher says have no live worker.
+def _start_kind(queue: str) -> str:
+    kind = kind_of_queue(queue) or queue
+    return (
+        f"`celery -A hpc2edge worker -Q {queue}` on a device whose config says "
+        f'[edge] kind = "{kind}" (no worker of that kind has announced itself)'
+    )
 
-    A queue it does not report (``workers()`` is ``{}`` when it cannot tell) is not missing.
+
+def parse_devices(values: Sequence[str]) -> tuple[tuple[str, float | None], ...]:
+    """``--device KIND[:BUDGET_MS]`` values -> ``((kind, budget), ...)``; none: the default kind.
+
+    Raises:
+        ValueError: a kind that is not a kind name, a budget that is not a positive number of
+            ms, or a kind given twice (one line naming it).
+    """
+    out: list[tuple[str, float | None]] = []
+    for value in values or (DEFAULT_KIND,):
+        kind, _, budget_text = value.partition(":")
+        check_kind(kind)
+        budget = None
+        if budget_text:
+            try:
+                budget = float(budget_text)
+            except ValueError:
+                budget = -1.0
+            if not (0 < budget < float("inf")):
+                raise ValueError(f"--device {value}: the budget is a positive number of ms")
+        if any(k == kind for k, _ in out):
+            raise ValueError(f"--device {kind}: given twice")
+        out.append((kind, budget))
+    return tuple(out)
+
+
+def missing_workers(dispatcher: Any, queues: Sequence[str] = NEEDED_QUEUES) -> list[str]:
+    """The queues of ``queues`` that have no live worker, as the dispatcher reports them.
+
+    A dispatcher that cannot tell (``workers()`` is ``{}``) misses nothing; one that reports
+    workers misses every queue it reports none for, a device kind nobody serves included.
     """
     live = dispatcher.workers()
-    return [q for q in queues if live.get(q) == 0]
+    if not live:
+        return []
+    return [q for q in queues if live.get(q, 0) == 0]
 
 
 def preflight(
     dispatcher: Any,
     wait_s: float = 0.0,
     *,
+    queues: Sequence[str] = NEEDED_QUEUES,
     say: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -81,7 +119,7 @@ def preflight(
         NoLiveWorkers: a needed queue still has no live worker.
     """
     say = say or _say
-    missing = missing_workers(dispatcher)
+    missing = missing_workers(dispatcher, queues)
     if missing and wait_s > 0:
         say(
             f"waiting up to {wait_s:g} s for a worker on the {' and '.join(missing)} "
@@ -90,7 +128,7 @@ def preflight(
         deadline = clock() + wait_s
         while missing and clock() < deadline:
             sleep(max(0.0, min(poll_s, deadline - clock())))
-            missing = missing_workers(dispatcher)
+            missing = missing_workers(dispatcher, queues)
         if not missing:
             say("workers are live on every queue: starting")
     if missing:
@@ -136,7 +174,18 @@ def run_search(
 
     st.quiet_optuna()
     space = get_space(o["space_name"])
-    objective = Objective(o["objective"], o["latency_budget_ms"])
+    devices = parse_devices(o.get("devices") or ())
+    budget = o["latency_budget_ms"]
+    first, first_budget = devices[0]
+    if first_budget is not None:
+        if budget is not None and budget != first_budget:
+            raise ValueError(
+                f"--device {first}:{first_budget:g} and --latency-budget {budget:g} disagree: "
+                "the first kind's budget is the latency budget; give it once"
+            )
+        budget = first_budget
+        devices = ((first, None), *devices[1:])
+    objective = Objective(o["objective"], budget)
     pin = {k: o[k] for k in ("frames", "size") if o.get(k)}
     config = SearchConfig(
         trials=trials,
@@ -152,6 +201,7 @@ def run_search(
         baseline=o["baseline"],
         confirm_front=o["confirm_front"],
         pin=pin,
+        devices=devices,
     )
     plan = cand.TrainPlan(
         data_paths=cand.data_paths(data),
@@ -176,7 +226,7 @@ def run_search(
     dispatcher = dispatcher or CeleryDispatcher(settings)
     try:
         if wait_workers_s is not None:
-            preflight(dispatcher, wait_workers_s)
+            preflight(dispatcher, wait_workers_s, queues=config.pipeline().queues)
         orch = Orchestrator(study, dispatcher, space, objective, store, plan, config)
         shown = Progress(orch, log_format=log_format) if progress else None
         if shown is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpc2edge.errors import SearchError
+from hpc2edge.roles import DEFAULT_KIND, check_kind
 from hpc2edge.search.stages import LatencyGate, MeasureStage, Pipeline, TrainStage
 
 
@@ -64,6 +65,7 @@ class SearchConfig:
     batch_size: int = 1
     precision: str = "fp32"
     protocol: str | dict[str, Any] = "default"
+    devices: tuple[tuple[str, float | None], ...] = ((DEFAULT_KIND, None),)
     measure_timeout_s: float = 1800.0
     train_timeout_s: float = 24 * 3600.0
     retries: int = 2
@@ -93,14 +95,30 @@ class SearchConfig:
             raise ValueError("batch_size must be >= 1")
         if self.export_workers < 0:
             raise ValueError("export_workers must be >= 0")
+        if not self.devices:
+            raise ValueError("devices: a search measures on at least one device kind")
+        kinds = [check_kind(kind) for kind, _ in self.devices]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"devices: each kind once, got {', '.join(kinds)}")
+        if self.devices[0][1] is not None:
+            raise ValueError("devices: the first kind's budget is the objective's latency budget")
 
     def pipeline(self) -> Pipeline:
-        """The stages of a plain search: the study's device, one training, the budget gate."""
-        measure = MeasureStage(
-            batch_size=self.batch_size, precision=self.precision, protocol=self.protocol
-        )
+        """The stages of a search: a measure stage per device kind (the first one's latency is
+        the objective's; the others' are recorded, and gated by their budgets), one training,
+        the budget gates."""
+        how = dict(batch_size=self.batch_size, precision=self.precision, protocol=self.protocol)
+        (first, _), others = self.devices[0], self.devices[1:]
+        measures = [MeasureStage(device=first, **how)]  # type: ignore[arg-type]
+        gates = [LatencyGate()]
+        for kind, budget in others:
+            m = MeasureStage(name=f"measure_{kind}", device=kind, primary=False, budget_ms=budget,
+                             **how)  # type: ignore[arg-type]  # fmt: skip
+            measures.append(m)
+            if budget is not None:
+                gates.append(LatencyGate(measure=m.result_key))
         order = Pipeline.latency_first if self.latency_first else Pipeline.concurrent
-        return order([measure], [TrainStage()], [LatencyGate()])
+        return order(measures, [TrainStage()], gates)
 
 
 class Pinned:

@@ -129,12 +129,43 @@ def check(study_name: str, recorded: Mapping[str, Any], asked: Mapping[str, Any]
     for part in ("search", "plan"):
         if recorded.get(part) is not None and not isinstance(recorded.get(part), Mapping):
             raise SearchError(f"study {study_name!r} has an unreadable {part!r} record")
-    diff = difference(recorded, asked)
+    diff = difference(upgraded(recorded), asked)
     if diff:
         raise SearchError(
             f"study {study_name!r} was started with other settings ({diff}); rerun with the "
             "same options or pick another --study name"
         )
+
+
+def upgraded(recorded: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``recorded`` with measure stages written before device kinds read as today's: the
+    study's device (``device: ""``) is the default kind, primary, without a budget of its own;
+    another one (``device: "nano"``) was a secondary kind."""
+    search = recorded.get("search")
+    if not isinstance(search, Mapping) or not isinstance(search.get("stages"), list):
+        return recorded
+    stages = search["stages"]
+    out = []
+    for st in stages:
+        if isinstance(st, Mapping) and st.get("class") == "MeasureStage" and "primary" not in st:
+            device = st.get("device") or ""
+            st = {k: v for k, v in st.items() if k != "on_queue"}  # now the kind's queue
+            st = {**st, "device": device or "default", "primary": not device, "budget_ms": None}
+        out.append(st)
+    return {**recorded, "search": {**search, "stages": out}}
+
+
+def device_kinds(user_attrs: Mapping[str, Any]) -> list[tuple[str, bool]]:
+    """The study's device kinds as ``(kind, primary)``, the primary first, from its recorded
+    stages (a study recorded before stages: the default kind alone)."""
+    search = upgraded(user_attrs).get("search")
+    stages = search.get("stages") if isinstance(search, Mapping) else None
+    kinds = [
+        (str(st["device"]), bool(st.get("primary")))
+        for st in stages or ()
+        if isinstance(st, Mapping) and st.get("class") == "MeasureStage" and st.get("device")
+    ]
+    return sorted(kinds, key=lambda k: not k[1]) or [("default", True)]
 
 
 def _order(key: str) -> tuple[int, str]:
@@ -151,4 +182,13 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-__all__ = ["adopted", "asked", "check", "describe", "difference", "flatten"]
+__all__ = [
+    "adopted",
+    "asked",
+    "check",
+    "describe",
+    "device_kinds",
+    "difference",
+    "flatten",
+    "upgraded",
+]

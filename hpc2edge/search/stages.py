@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN
+from hpc2edge.latency.protocol import Protocol as TimingProtocol
+from hpc2edge.roles import DEFAULT_KIND, QUEUE_TRAIN, check_kind, edge_queue
 from hpc2edge.search import candidate as cand
 from hpc2edge.search.records import task
 from hpc2edge.store.measurements import DeviceContext
@@ -77,6 +78,9 @@ class Host(Protocol):
     recorder: Recorder
     tag: str
     contexts: dict[str, DeviceContext]
+    pipeline: Pipeline
+    #: Units under quarantine per edge queue, with why (refreshed by ``refresh_quarantine``).
+    quarantine: dict[str, dict[str, str]]
 
     @property
     def config(self) -> RunConfig: ...
@@ -89,12 +93,27 @@ class Host(Protocol):
 
     def set_latency(self, job: Job, stage: MeasureStage, latency_ms: float) -> None: ...
 
+    def refresh_quarantine(self, queue: str) -> dict[str, str]: ...
+
 
 log = logging.getLogger(__name__)
 
 
 class ResultRejected(ValueError):
     """An ``ok`` result that does not fit the task it answers (any worker can write one)."""
+
+
+class Unstable(ResultRejected):
+    """A measurement that ended by its cap before its CI target: measured again."""
+
+
+class Quarantined(ResultRejected):
+    """A measurement by a unit under quarantine: set aside, measured again on another unit."""
+
+
+#: How many times an unstable measurement is sent again before it is kept, flagged (within the
+#: search's retries).
+UNSTABLE_REMEASURES = 2
 
 
 @dataclass(frozen=True)
@@ -158,25 +177,47 @@ class Stage(abc.ABC):
 class MeasureStage(Stage):
     """Latency on one device kind: ``hpc2edge.measure`` on its queue, looked up in the store first.
 
-    ``device`` is empty for the study's device (attributes ``latency``, ``latency_ms``); another
-    kind keeps its figures under ``latency@<device>`` and ``latency_ms@<device>``.
+    ``device`` is the kind (its queue: :func:`hpc2edge.roles.edge_queue`). The ``primary`` kind
+    is the objective's (attributes ``latency``, ``latency_ms``; its budget is the objective's);
+    another kind keeps its figures under ``latency@<kind>`` and ``latency_ms@<kind>`` and has
+    its own optional ``budget_ms``.
     """
 
     name: str = "measure"
-    device: str = ""
-    on_queue: str = QUEUE_EDGE
+    device: str = DEFAULT_KIND
+    primary: bool = True
+    budget_ms: float | None = None
     batch_size: int = 1
     precision: str = "fp32"
     protocol: str | dict[str, Any] = "default"
     kind: str = field(default="measure", init=False)
 
+    def __post_init__(self) -> None:
+        check_kind(self.device)
+        if self.primary and self.budget_ms is not None:
+            raise ValueError("the primary device kind's budget is the objective's")
+        if self.budget_ms is not None and not (
+            math.isfinite(self.budget_ms) and self.budget_ms > 0
+        ):
+            raise ValueError(f"{self.device}: a latency budget is a positive number of ms")
+
     @property
     def queue(self) -> str:
-        return self.on_queue
+        return edge_queue(self.device)
+
+    @property
+    def protocol_json(self) -> dict[str, Any]:
+        """The protocol as the device runs it and its result records it (a store lookup key)."""
+        named = cand.PROTOCOLS[self.protocol] if isinstance(self.protocol, str) else self.protocol
+        return TimingProtocol.from_json(named).to_json()
+
+    def budget(self, o: Host) -> float | None:
+        """This kind's latency budget in ms, if it has one."""
+        return o.objective.latency_budget_ms if self.primary else self.budget_ms
 
     @property
     def suffix(self) -> str:
-        return f"@{self.device}" if self.device else ""
+        return "" if self.primary else f"@{self.device}"
 
     @property
     def result_key(self) -> str:
@@ -199,7 +240,12 @@ class MeasureStage(Stage):
             return False
         assert job.spec is not None
         m = o.store.find(
-            context, job.spec.arch_id, job.candidate.onnx_sha256, self.precision, self.batch_size
+            context,
+            job.spec.arch_id,
+            job.candidate.onnx_sha256,
+            self.precision,
+            self.batch_size,
+            protocol=self.protocol_json,
         )
         if m is None:
             return False
@@ -209,6 +255,10 @@ class MeasureStage(Stage):
             # A row of the shared store this version cannot read: measure afresh instead.
             log.warning("%s: stored measurement %s unreadable (%s)", job.label, m.id, exc)
             return False
+        if summary["unstable"]:
+            return False  # measure again: the new one may be stable
+        if m.results.get("worker") in o.quarantine.get(self.queue, {}):
+            return False  # measured by a unit found out of line since
         o.set(job, self.summary_key, {**summary, "cached": True, "measurement_id": m.id})
         o.set_latency(job, self, m.latency_ms)
         o.emit("cached", job)
@@ -224,6 +274,11 @@ class MeasureStage(Stage):
         assert job.spec is not None
         if result.get("arch_id") != job.spec.arch_id:
             raise ResultRejected(f"the result is for network {str(result.get('arch_id'))[:80]!r}")
+        kind = result.get("kind", DEFAULT_KIND)  # workers before device kinds: the default
+        if kind != self.device:
+            raise ResultRejected(
+                f"the result is from a device of kind {str(kind)[:40]!r}, not {self.device!r}"
+            )
         sha = job.attrs.get("onnx_sha256")
         if sha is not None and result.get("onnx_sha256") != sha:
             raise ResultRejected("the result is for another ONNX model than the one sent")
@@ -240,6 +295,13 @@ class MeasureStage(Stage):
     def accept(self, o: Host, job: Job, rec: TaskRecord, result: dict[str, Any]) -> None:
         summary = self.check(job, result)
         assert job.spec is not None
+        why = o.refresh_quarantine(self.queue).get(str(summary["worker"]))
+        if why is not None:
+            raise Quarantined(f"from {summary['worker']}, under quarantine ({why})")
+        if summary["unstable"] and rec.attempt <= min(UNSTABLE_REMEASURES, o.config.retries):
+            # Measured again (a later task on the kind's queue: perhaps another unit); the last
+            # try is kept, flagged, when it is still unstable.
+            raise Unstable(f"unstable on {summary['worker']}: {summary['unstable']}")
         context = DeviceContext.from_result(result)
         a = job.attrs
         rows = o.store.record(
@@ -349,13 +411,17 @@ class LatencyGate(Gate):
         return (self.measure,)
 
     def verdict(self, o: Host, job: Job) -> str | None:
-        latency = job.attrs[self.measure]
-        if not o.objective.over_budget(latency):
-            return None
-        return (
-            f"over the latency budget: {latency:.3f} ms > "
-            f"{o.objective.latency_budget_ms:g} ms (not trained)"
+        stage = next(
+            s
+            for s in o.pipeline.stages
+            if isinstance(s, MeasureStage) and s.result_key == self.measure
         )
+        budget = stage.budget(o)
+        latency = job.attrs[self.measure]
+        if budget is None or latency <= budget:
+            return None
+        where = "" if stage.primary else f" of {stage.device}"
+        return f"over the latency budget{where}: {latency:.3f} ms > {budget:g} ms (not trained)"
 
 
 @dataclass(frozen=True)
@@ -383,8 +449,12 @@ class Pipeline:
             missing = set(g.needs) - {s.result_key for s in self.stages}
             if missing:
                 raise ValueError(f"a gate needs results no stage gives: {sorted(missing)}")
-        if not any(isinstance(s, MeasureStage) and not s.device for s in self.stages):
-            raise ValueError("a pipeline needs a measure stage for the study's device")
+        primary = [s for s in self.stages if isinstance(s, MeasureStage) and s.primary]
+        if len(primary) != 1:
+            raise ValueError("a pipeline needs one measure stage for the study's device (primary)")
+        kinds = [s.device for s in self.stages if isinstance(s, MeasureStage)]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"one measure stage per device kind: {kinds}")
         if not any(isinstance(s, TrainStage) and s.final for s in self.stages):
             raise ValueError("a pipeline needs a final train stage")
 
@@ -423,7 +493,13 @@ class Pipeline:
     @property
     def measure(self) -> MeasureStage:
         """The measure stage of the study's device (its latency is the objective's)."""
-        return next(s for s in self.stages if isinstance(s, MeasureStage) and not s.device)
+        return next(s for s in self.stages if isinstance(s, MeasureStage) and s.primary)
+
+    @property
+    def measures(self) -> tuple[MeasureStage, ...]:
+        """Every device kind's measure stage, the primary first."""
+        ms = [s for s in self.stages if isinstance(s, MeasureStage)]
+        return tuple(sorted(ms, key=lambda s: not s.primary))
 
     @property
     def loss_key(self) -> str:
@@ -458,20 +534,50 @@ def latency_summary(result: dict[str, Any], batch_size: int) -> dict[str, Any]:
                 "backend": result.get("backend"),
                 "precision": result.get("precision"),
                 "device": (result.get("device") or {}).get("hostname"),
+                "kind": result.get("kind", DEFAULT_KIND),
                 "worker": result.get("worker"),
                 "throttle": result.get("throttle"),
+                "unstable": unstable_reason(b["compute"], result.get("protocol")),
             }
     raise ResultRejected(f"no batch size {batch_size} in the measurement")
 
 
+def unstable_reason(series: dict[str, Any], protocol: Any) -> str | None:
+    """Why a timed series is not a measurement to rest a front on, or None.
+
+    The protocol stops when the 95 % CI of the median is within ``target_rel_ci`` of it; a
+    series that ran into its run or time cap first (``stopped_by`` not ``converged``) with a
+    wider CI is unstable (a loaded or throttled device; trtexec warns the same above 1 % CV).
+    """
+    stats = series.get("stats") or {}
+    if series.get("stopped_by", "converged") == "converged":
+        return None
+    target = (protocol or {}).get("target_rel_ci", TimingProtocol().target_rel_ci)
+    lo, hi = stats.get("ci95_median_ms") or (0.0, 0.0)
+    median = stats.get("median_ms") or 0.0
+    if not median or not isinstance(target, (int, float)):
+        return None
+    rel = (hi - lo) / 2.0 / median
+    if rel <= target:
+        return None
+    return (
+        f"the 95 % CI of the median is +-{100 * rel:.1f} %, over the protocol's "
+        f"{100 * target:g} % (stopped by {series.get('stopped_by')})"
+    )
+
+
 __all__ = [
+    "UNSTABLE_REMEASURES",
     "Gate",
     "Host",
     "LatencyGate",
     "MeasureStage",
     "Pipeline",
+    "Quarantined",
     "ResultRejected",
     "Stage",
     "TrainStage",
+    "Unstable",
     "latency_summary",
+    "unstable_reason",
 ]

@@ -4,7 +4,8 @@ The paper's three tables (docs/paper.md, "The paper's system"), kept with their 
 still read, and extended with the *measurement context*: what must be equal for an old measurement
 to stand in for a new one (docs/measurement.md, "Measurement context")::
 
-    edge_devices            one row per physical device (hostname + model + CPU)
+    edge_devices            one row per device kind and hardware model (not per unit: the
+                            units of a kind share their measurements)
     network_architectures   one row per ArchSpec (arch_id = sha256 of its canonical JSON)
     edge_measurements       one row per (architecture, device, batch size) measurement:
                             latency_ms (median of the compute series), results (the whole
@@ -48,6 +49,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from hpc2edge.errors import Hpc2EdgeError
+from hpc2edge.roles import DEFAULT_KIND, check_kind
 from hpc2edge.space.base import ArchSpec
 from hpc2edge.util.filemodes import private_sqlite
 
@@ -117,13 +119,20 @@ class EdgeMeasurement(Base):
 
 @dataclass(frozen=True)
 class DeviceContext:
-    """Which device, runtime and power mode measured (or will measure): half a cache key.
+    """Which device kind, runtime and power mode measured (or will measure): half a cache key.
 
-    Built from a device's telemetry fingerprint and its backend's fingerprint, as a measurement
-    result carries them and as ``hpc2edge.ping`` on the ``edge`` queue reports them, so the
+    Built from a device's kind, telemetry fingerprint and backend fingerprint, as a measurement
+    result carries them and as ``hpc2edge.ping`` on an edge queue reports them, so the
     orchestrator can look up a measurement before sending anything to the device.
+
+    The identity is the kind and the hardware model (device model, CPU model, machine), never
+    the host: every unit of a kind answers for the others (the unit that measured is in the
+    stored result, ``worker``), and a kind name given by mistake to other hardware does not
+    share measurements with it. The software stack (backend fingerprint and versions) and the
+    power mode are the rest of the context.
     """
 
+    kind: str
     device_key: str
     name: str
     model: str | None
@@ -135,13 +144,20 @@ class DeviceContext:
 
     @classmethod
     def from_fingerprints(
-        cls, device: Mapping[str, Any], backend_fingerprint: Mapping[str, Any]
+        cls,
+        device: Mapping[str, Any],
+        backend_fingerprint: Mapping[str, Any],
+        kind: str = DEFAULT_KIND,
     ) -> DeviceContext:
-        identity = {k: device.get(k) for k in ("hostname", "device_model", "cpu_model", "machine")}
+        identity: dict[str, Any] = {
+            k: device.get(k) for k in ("device_model", "cpu_model", "machine")
+        }
+        identity["kind"] = kind
         power = {k: device.get(k) for k in ("nvpmodel", "jetson_clocks")}
         return cls(
+            kind=kind,
             device_key=_sha256_json(identity),
-            name=str(device.get("hostname") or "unknown"),
+            name=kind,
             model=device.get("device_model") or device.get("cpu_model"),
             backend=str(backend_fingerprint.get("backend", "unknown")),
             runtime_key=_sha256_json(
@@ -154,11 +170,16 @@ class DeviceContext:
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> DeviceContext:
-        """The context of a successful ``hpc2edge.measure`` result."""
-        return cls.from_fingerprints(result["device"], result["backend_fingerprint"])
+        """The context of a successful ``hpc2edge.measure`` result (of the default kind when the
+        worker predates device kinds)."""
+        kind = result.get("kind", DEFAULT_KIND)
+        return cls.from_fingerprints(
+            result["device"], result["backend_fingerprint"], check_kind(kind)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "device_key": self.device_key,
             "name": self.name,
             "model": self.model,
@@ -167,10 +188,20 @@ class DeviceContext:
             "power_mode": self.power_mode,
         }
 
-    def context_key(self, arch_id: str, onnx_sha256: str, precision: str, batch_size: int) -> str:
+    def context_key(
+        self,
+        arch_id: str,
+        onnx_sha256: str,
+        precision: str,
+        batch_size: int,
+        protocol: Mapping[str, Any] | None,
+    ) -> str:
+        """The key a measurement is found by; ``protocol`` is the one that ran (its JSON), so a
+        quick measurement never stands in for one made with the default protocol."""
         return _sha256_json(
             {
                 "arch_id": arch_id,
+                "protocol": None if protocol is None else dict(protocol),
                 "onnx_sha256": onnx_sha256,
                 "precision": precision,
                 "batch_size": batch_size,
@@ -268,7 +299,11 @@ class MeasurementStore:
                             latency_ms=float(batch["compute"]["stats"]["median_ms"]),
                             results=dict(result),
                             context_key=ctx.context_key(
-                                spec.arch_id, result["onnx_sha256"], result["precision"], bs
+                                spec.arch_id,
+                                result["onnx_sha256"],
+                                result["precision"],
+                                bs,
+                                result.get("protocol"),
                             ),
                             onnx_sha256=result["onnx_sha256"],
                             backend=ctx.backend,
@@ -326,9 +361,12 @@ class MeasurementStore:
         onnx_sha256: str,
         precision: str,
         batch_size: int,
+        *,
+        protocol: Mapping[str, Any] | None,
     ) -> Measurement | None:
-        """The latest measurement with exactly this context, or None."""
-        key = ctx.context_key(arch_id, onnx_sha256, precision, batch_size)
+        """The latest measurement with exactly this context (``protocol``: the JSON of the
+        protocol to run, as a result records it), or None."""
+        key = ctx.context_key(arch_id, onnx_sha256, precision, batch_size, protocol)
         with self._session("looking up a measurement") as s:
             row = s.scalar(
                 select(EdgeMeasurement)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hpc2edge.latency.base import TOLERANCE, BatchMeasurement, OutputCheck
@@ -86,22 +86,40 @@ class FakeEdge:
     Reads the model from ``artifacts`` as the device does (a verified read: a missing or corrupt
     blob raises), so a test sees what the orchestrator stored. ``spec_of`` maps arch ids to
     specs for size-dependent latencies; an unknown arch is timed by its model's byte count.
+    ``kind`` is the device kind it answers as, ``scale`` how much slower than the reference
+    fake it is (another kind's hardware), ``worker`` the unit's name.
     """
 
     artifacts: ArtifactStore
     spec_of: dict[str, ArchSpec] = field(default_factory=dict)
     calls: int = 0
+    kind: str = "default"
+    scale: float = 1.0
+    worker: str = "fake-edge"
+    #: The first ``unstable`` calls end by the protocol's time cap with a +-20 % CI.
+    unstable: int = 0
+
+    def probe(self) -> dict[str, Any]:
+        """What ``hpc2edge.ping`` on its queue answers (an ``InlineDispatcher`` edge probe)."""
+        return {
+            "hostname": self.worker,
+            "measurement": {"kind": self.kind, "device": dict(DEVICE), "backend": dict(BACKEND)},
+        }
 
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
         onnx = self.artifacts.get(payload["artifact_key"])
         spec = self.spec_of.get(payload["arch_id"])
-        ms = 0.2 + (_size(spec) if spec else len(onnx) / 1e6)
+        ms = self.scale * (0.2 + (_size(spec) if spec else len(onnx) / 1e6))
         with_samples = payload.get("keep_samples", True)
         batches = []
+        shaky = self.calls <= self.unstable
         for bs in payload["batch_sizes"]:
-            run = ProtocolRun(latency_stats(ms * bs), warmup_runs=3, warmup_s=0.1, timed_s=1.0,
-                              stopped_by="converged")  # fmt: skip
+            st = latency_stats(ms * bs)
+            if shaky:
+                st = replace(st, ci95_median_ms=(st.median_ms * 0.8, st.median_ms * 1.2), cv=0.3)
+            run = ProtocolRun(st, warmup_runs=3, warmup_s=0.1, timed_s=1.0,
+                              stopped_by="max_time" if shaky else "converged")  # fmt: skip
             batches.append(BatchMeasurement(bs, run, run).to_json(with_samples=with_samples))
         return {
             "format": LATENCY_FORMAT,
@@ -130,7 +148,8 @@ class FakeEdge:
             "started_unix_s": 0.0,
             "finished_unix_s": 0.0,
             "error": None,
-            "worker": "fake-edge",
+            "worker": self.worker,
+            "kind": self.kind,
         }
 
 

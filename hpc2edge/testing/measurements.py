@@ -11,8 +11,9 @@ keep. Run it on a database::
             return "postgresql+psycopg://..."   # a fresh, empty database per test
 
 The results recorded are :class:`~hpc2edge.testing.fakes.FakeEdge` measurements (the shape of
-the device's) of ``cnn3d`` networks. Checked: lookup by the whole device context, one row per
-task however often it is recorded, cascading deletes, and refusals that write nothing.
+the device's) of ``cnn3d`` networks. Checked: lookup by the whole device context (units of a
+kind share measurements), one row per task however often it is recorded, cascading deletes,
+and refusals that write nothing.
 """
 
 from __future__ import annotations
@@ -66,26 +67,35 @@ class MeasurementStoreContract:
         rows = store.record(spec, result, task_id="t-1", params=1234, flops=10**11)
         assert [r.batch_size for r in rows] == [1, 4]
         ctx = DeviceContext.from_fingerprints(DEVICE, BACKEND)
-        hit = store.find(ctx, spec.arch_id, result["onnx_sha256"], "fp32", 4)
+        proto = result.get("protocol")
+        hit = store.find(ctx, spec.arch_id, result["onnx_sha256"], "fp32", 4, protocol=proto)
         assert hit is not None and hit.id == rows[1].id
         assert hit.latency_ms == result["batches"][1]["compute"]["stats"]["median_ms"]
         assert hit.results["device"]["hostname"] == "fake-orin"
         assert store.architecture(spec.arch_id)["params"] == 1234  # type: ignore[index]
         # Any part of the context that differs is a miss: batch size, precision, model bytes,
-        # runtime version, power mode, device.
+        # protocol, runtime version, power mode, hardware model, device kind.
         sha = result["onnx_sha256"]
-        assert store.find(ctx, spec.arch_id, sha, "fp32", 2) is None
-        assert store.find(ctx, spec.arch_id, sha, "fp16", 1) is None
-        assert store.find(ctx, spec.arch_id, "0" * 64, "fp32", 1) is None
+
+        def find(c: DeviceContext, sha: str = sha, precision: str = "fp32", batch: int = 1,
+                 protocol: Any = proto) -> Any:  # fmt: skip
+            return store.find(c, spec.arch_id, sha, precision, batch, protocol=protocol)
+
+        assert find(ctx, batch=2) is None
+        assert find(ctx, precision="fp16") is None
+        assert find(ctx, sha="0" * 64) is None
+        assert find(ctx, protocol={**(proto or {}), "max_time_s": 0.5}) is None
         newer = {**DEVICE, "versions": {**DEVICE["versions"], "onnxruntime": "2.0"}}
-        newer_ctx = DeviceContext.from_fingerprints(newer, BACKEND)
-        assert store.find(newer_ctx, spec.arch_id, sha, "fp32", 1) is None
+        assert find(DeviceContext.from_fingerprints(newer, BACKEND)) is None
         maxn = {**DEVICE, "nvpmodel": {"id": 0, "name": "MAXN"}}
-        maxn_ctx = DeviceContext.from_fingerprints(maxn, BACKEND)
-        assert store.find(maxn_ctx, spec.arch_id, sha, "fp32", 1) is None
-        other = {**DEVICE, "hostname": "another-orin"}
-        other_ctx = DeviceContext.from_fingerprints(other, BACKEND)
-        assert store.find(other_ctx, spec.arch_id, sha, "fp32", 1) is None
+        assert find(DeviceContext.from_fingerprints(maxn, BACKEND)) is None
+        nano = {**DEVICE, "device_model": "NVIDIA Jetson Orin Nano"}
+        assert find(DeviceContext.from_fingerprints(nano, BACKEND)) is None
+        assert find(DeviceContext.from_fingerprints(DEVICE, BACKEND, "orin-nano")) is None
+        # Another unit of the same kind (same hardware, stack and power mode) shares it.
+        twin = {**DEVICE, "hostname": "another-orin"}
+        shared = find(DeviceContext.from_fingerprints(twin, BACKEND))
+        assert shared is not None and shared.id == rows[0].id
 
     def test_recording_a_task_twice_stores_it_once(
         self, store: MeasurementStore, tmp_path: Path

@@ -372,6 +372,7 @@ def test_search_front_table_keeps_its_columns_and_ratios(built: Built) -> None:
             "rmse_power_w": a["train"]["val_rmse_power_w"],
             "speedup": base["latency_ms"] / a["latency_ms"],
             "loss_ratio": base["val_mse"] / a["val_mse"],
+            "unstable": a["latency"].get("unstable"),
         })  # fmt: skip
     assert rows == expected
     assert text.splitlines()[1].split()[0] == "base" and len(text.splitlines()) == len(rows) + 2

@@ -48,14 +48,19 @@ def dispatcher(tmp: Path, live: Callable[[], dict[str, int]] = dict) -> CountedW
 # --- preflight -----------------------------------------------------------------------------------
 
 
-def test_only_a_queue_reported_empty_is_missing(tmp_path):
+def test_a_queue_reported_empty_or_not_reported_is_missing(tmp_path):
     assert missing_workers(dispatcher(tmp_path)) == []  # {}: nobody can tell
     assert missing_workers(dispatcher(tmp_path, lambda: {"edge": 0, "train": 1})) == ["edge"]
     assert missing_workers(dispatcher(tmp_path, lambda: {"edge": 0, "train": 0})) == [
         "edge",
         "train",
     ]
-    assert missing_workers(dispatcher(tmp_path, lambda: {"train": 2})) == []  # edge unknown
+    # A dispatcher that reports workers misses every queue it reports none for: a device kind
+    # whose queue no worker has announced (an unknown --device) is missing.
+    assert missing_workers(dispatcher(tmp_path, lambda: {"train": 2})) == ["edge"]
+    assert missing_workers(
+        dispatcher(tmp_path, lambda: {"train": 2, "edge": 1}), ["edge.nano", "train"]
+    ) == ["edge.nano"]
 
 
 def test_preflight_names_the_missing_queue_and_how_to_start_a_worker(tmp_path):

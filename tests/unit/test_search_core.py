@@ -22,12 +22,13 @@ optuna = pytest.importorskip("optuna")
 
 from hpc2edge.errors import BrokerError, SearchError  # noqa: E402
 from hpc2edge.search import study as st  # noqa: E402
-from hpc2edge.search.objectives import Objective  # noqa: E402
+from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective  # noqa: E402
 from hpc2edge.search.policy import Ready  # noqa: E402
 from hpc2edge.search.records import RecordError, TaskRecord, readable_task, task  # noqa: E402
 from hpc2edge.search.settings import difference  # noqa: E402
 from hpc2edge.search.stages import LatencyGate, MeasureStage, Pipeline, TrainStage  # noqa: E402
 from hpc2edge.space.base import ArchSpec  # noqa: E402
+from hpc2edge.testing.fakes import FakeEdge  # noqa: E402
 from tests.support.search import ONE_POINT, Harness, step_until  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -234,9 +235,21 @@ def test_a_send_policy_chooses_what_the_device_gets_next(h: Harness) -> None:
 # --- one new stage: a second device kind, a second training rung -------------------------------
 
 
+def nano_edge(h: Harness, scale: float = 3.0) -> FakeEdge:
+    """A second device kind, ``nano`` on queue ``edge.nano``, ``scale`` times slower."""
+    nano = FakeEdge(h.artifacts, kind="nano", scale=scale, worker="fake-nano")
+    h.dispatcher.handlers["edge.nano"] = nano
+    h.dispatcher.edge_probes = {"edge": h.edge.probe(), "edge.nano": nano.probe()}
+    return nano
+
+
 def test_a_second_device_kind_is_one_more_measure_stage(h: Harness) -> None:
     cfg = dict(batch_size=1, precision="fp32", protocol="quick")
-    orin, nano = MeasureStage(**cfg), MeasureStage(name="measure_nano", device="nano", **cfg)
+    nano_edge(h)
+    orin, nano = (
+        MeasureStage(**cfg),
+        MeasureStage(name="measure_nano", device="nano", primary=False, **cfg),
+    )
     pipeline = Pipeline.latency_first([orin, nano], [TrainStage()], [LatencyGate()])
     o = h.orchestrator(trials=3, parallel=2, orchestrator={"pipeline": pipeline})
     summary = o.run()
@@ -245,11 +258,52 @@ def test_a_second_device_kind_is_one_more_measure_stage(h: Harness) -> None:
     for t in o.study.trials:
         a = t.user_attrs
         assert a["latency_ms@nano"] > 0 and a["latency@nano"]["cached"] is False
+        assert a["latency@nano"]["kind"] == "nano" and a["latency"]["kind"] == "default"
+        assert a["latency_ms@nano"] == pytest.approx(3 * a["latency_ms"])
         assert a["measure_nano_task"]["sent"] is True
+        assert a["measure_nano_task"]["queue"] == "edge.nano"
         assert t.values == [a["val_mse"], a["latency_ms"]]  # the study's device decides
-    # The trainer started only once both devices had answered.
-    kinds = [k for k, _, _ in h.dispatcher.sent]
-    assert kinds[:3] == ["measure", "measure", "train"]
+    # Each trial's training started only once both devices had answered; the kinds' queues
+    # are two devices, so the next trial's measurements did not wait for the first training.
+    sent = [(k, p.get("arch_id") or ArchSpec.from_dict(p["spec"]).arch_id)
+            for k, _, p in h.dispatcher.sent]  # fmt: skip
+    for i, (k, arch) in enumerate(sent):
+        if k == "train":
+            assert [kk for kk, a in sent[:i] if a == arch] == ["measure", "measure"]
+
+
+def test_one_kinds_measurement_is_never_stored_or_used_as_anothers(h: Harness) -> None:
+    nano_edge(h)
+    devices = (("default", None), ("nano", None))
+    h.orchestrator("a", trials=2, parallel=1, devices=devices).run()
+    # A second study over the same networks: each kind finds its own rows, never the other's.
+    o = h.orchestrator("b", trials=2, parallel=1, devices=devices)
+    o.run()
+    for t in o.study.trials:
+        a = t.user_attrs
+        assert a["latency"]["cached"] and a["latency@nano"]["cached"]
+        assert a["latency_ms@nano"] == pytest.approx(3 * a["latency_ms"])
+    by_kind = {m.results["kind"] for m in h.store.measurements()}
+    assert by_kind == {"default", "nano"}
+    # A result that says it comes from another kind than the queue's is refused.
+    h.dispatcher.handlers["edge.nano"] = FakeEdge(h.artifacts, kind="default")
+    h.dispatcher.edge_probes = {}  # no lookups: the task is sent
+    o = h.orchestrator("c", trials=1, parallel=1, retries=0, devices=(("nano", None),))
+    o.run()
+    (t,) = o.study.trials
+    assert t.state.name == "FAIL" and "of kind 'default', not 'nano'" in t.user_attrs["reason"]
+
+
+def test_a_budget_on_a_second_kind_prunes_before_training(h: Harness) -> None:
+    nano_edge(h, scale=100.0)
+    o = h.orchestrator(trials=3, parallel=1, devices=(("default", None), ("nano", 1.0)))
+    o.run()
+    for t in o.study.trials:
+        a = t.user_attrs
+        assert t.state.name == "PRUNED" and "budget of nano" in a["reason"]
+        assert a[CONSTRAINT_ATTR] == pytest.approx(a["latency_ms@nano"] - 1.0)
+        assert "train_task" not in a
+    assert h.trainer.calls == 0
 
 
 def test_a_second_training_rung_is_one_more_train_stage(h: Harness) -> None:
@@ -581,7 +635,7 @@ def test_pipelines_that_cannot_work_are_refused() -> None:
 
 def test_resuming_with_another_pipeline_or_a_newer_schema_is_refused(h: Harness) -> None:
     h.orchestrator(trials=1, parallel=1).run()
-    nano = MeasureStage(name="measure_nano", device="nano")
+    nano = MeasureStage(name="measure_nano", device="nano", primary=False)
     pipeline = Pipeline.latency_first([MeasureStage(), nano], [TrainStage()], [LatencyGate()])
     with pytest.raises(SearchError, match="stages: the study has"):
         h.orchestrator(trials=2, parallel=1, orchestrator={"pipeline": pipeline}).start()
@@ -613,3 +667,53 @@ def test_a_worker_count_claiming_a_billion_workers_is_capped(h: Harness) -> None
     o.start()
     assert o.capacity.of("edge") == MAX_SLOTS and o.capacity.of("train") == 1
     assert o.run()["complete"] == 3  # asks are bounded by --trials whatever the pool
+
+
+# --- the measurement quality gate -----------------------------------------------------------------
+
+
+def test_an_unstable_measurement_is_measured_again_and_then_kept_flagged(h: Harness) -> None:
+    h.edge.unstable = 1  # the first measurement hits its time cap with a wide CI
+    o = h.orchestrator(trials=1, parallel=1, retries=2)
+    o.run()
+    (t,) = o.study.trials
+    a = t.user_attrs
+    assert t.state.name == "COMPLETE" and h.edge.calls == 2
+    assert a["latency"]["unstable"] is None
+    assert "unstable on fake-edge" in a["measure_errors"][0]
+    # Still unstable after the re-measures: kept, flagged, and never reused from the store.
+    h.edge.unstable = 10**6
+    h.dispatcher.edge_probe = h.edge.probe()  # stored measurements are looked up from now on
+    o = h.orchestrator("again", trials=1, parallel=1, retries=2, seed=1)
+    o.run()
+    (t,) = o.study.trials
+    a = t.user_attrs
+    assert t.state.name == "COMPLETE" and len(a["measure_errors"]) == 2
+    assert "over the protocol's" in a["latency"]["unstable"]
+    calls = h.edge.calls
+    o = h.orchestrator("third", trials=1, parallel=1, retries=0, seed=1)
+    o.run()
+    assert o.study.trials[0].user_attrs["arch_id"] == a["arch_id"]
+    assert o.study.trials[0].user_attrs["latency"]["cached"] is False
+    assert h.edge.calls == calls + 1
+
+
+# --- units under quarantine ---------------------------------------------------------------------
+
+
+def test_a_quarantined_units_results_are_set_aside_and_measured_on_another(h: Harness) -> None:
+    slow = FakeEdge(h.artifacts, scale=2.0, worker="edge@slow")
+    fast = FakeEdge(h.artifacts, worker="edge@fast")
+    turn = iter(range(10**6))
+    # Two units of the default kind take the queue's tasks in turn; the slow one is found out.
+    h.dispatcher.handlers["edge"] = lambda p: (slow if next(turn) % 2 == 0 else fast)(p)
+    h.dispatcher.quarantine = {"edge": {"edge@slow": "reference 2x the kind's"}}
+    o = h.orchestrator(trials=3, parallel=1, retries=2)
+    o.run()
+    assert slow.calls >= 1
+    for t in o.study.trials:
+        a = t.user_attrs
+        assert t.state.name == "COMPLETE" and a["latency"]["worker"] == "edge@fast"
+    errors = [e for t in o.study.trials for e in t.user_attrs.get("measure_errors", [])]
+    assert errors and all("from edge@slow, under quarantine" in e for e in errors)
+    assert {m.results["worker"] for m in h.store.measurements()} == {"edge@fast"}

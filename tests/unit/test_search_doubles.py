@@ -110,6 +110,7 @@ def test_fake_edge_answers_like_measure_request(model_store, backend_name: str) 
     real = measure_request(payload, fetch=store.get, backend_for=lambda _name: backend)
     assert real["status"] == "ok", real["error"]
     real["worker"] = "edge@device"  # what the hpc2edge.measure task adds
+    real["kind"] = "default"
     fake = FakeEdge(store)(payload)
     assert differences(as_sent(fake), as_sent(real)) == []
     assert fake["format"] == real["format"]
