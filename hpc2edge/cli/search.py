@@ -26,7 +26,6 @@ import click
 from hpc2edge.cli.context import command_settings
 from hpc2edge.config import Settings, measurement_store_url
 from hpc2edge.search.run import run_search
-from hpc2edge.search.stages import UNSTABLE_REMEASURES
 
 # Parameters of a search run, shared by `search` and `demo` and by bench/search.py.
 DEMO_PIN = {"frames": 8, "size": 41}
@@ -77,6 +76,8 @@ def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[
             f"{fmt(r['loss_ratio'], '.2f') + 'x' if r['loss_ratio'] else '-':>10}"
         )
     if any(r["unstable"] for r in rows):
+        from hpc2edge.search.stages import UNSTABLE_REMEASURES
+
         lines.append(
             f"  {UNSTABLE_MARK} unstable: measured {1 + UNSTABLE_REMEASURES} times, its CI never "
             "reached the protocol's target (a loaded or throttled device)"
@@ -144,6 +145,10 @@ def search_options(f: Any) -> Any:
         click.option("--baseline/--no-baseline", default=True, show_default=True,
                      help="Also measure and train the space's baseline, for the ratios."),
         click.option("--confirm-front", is_flag=True, help="Re-measure the final front."),
+        click.option("--paired-ratios/--no-paired-ratios", default=True, show_default=True,
+                     help="Speed-ups from paired measurements: after the search, one task per "
+                     "front member and device kind times it and the baseline in alternation "
+                     "on one unit (about a measurement's device time each)."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
     ]  # fmt: skip
     for option in reversed(options):
