@@ -71,6 +71,11 @@ def is_edge_queue(queue: object) -> bool:
     return kind_of_queue(queue) is not None
 
 
+def is_task_queue(queue: object) -> bool:
+    """One of the queues tasks go to: ``train``, ``edge`` or any ``edge.<kind>``."""
+    return queue in QUEUES or is_edge_queue(queue)
+
+
 def role_of_queue(queue: object) -> str | None:
     """The worker role that serves ``queue`` (``train``, ``edge`` or any ``edge.<kind>``)."""
     if queue == QUEUE_TRAIN:

@@ -9,12 +9,12 @@ from dataclasses import asdict
 import click
 
 from hpc2edge.cli.context import command_settings, print_json
-from hpc2edge.roles import QUEUES, is_edge_queue
+from hpc2edge.roles import is_task_queue
 
 
 def _check_queues(_ctx: object, _param: object, values: Sequence[str]) -> Sequence[str]:
     for q in values:
-        if q not in QUEUES and not is_edge_queue(q):
+        if not is_task_queue(q):
             raise click.BadParameter(f"{q!r} is not train, edge or edge.<kind> (a device kind)")
     return values
 

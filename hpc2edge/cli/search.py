@@ -76,11 +76,9 @@ def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[
             f"{fmt(r['loss_ratio'], '.2f') + 'x' if r['loss_ratio'] else '-':>10}"
         )
     if any(r["unstable"] for r in rows):
-        from hpc2edge.search.stages import UNSTABLE_REMEASURES
-
         lines.append(
-            f"  {UNSTABLE_MARK} unstable: measured {1 + UNSTABLE_REMEASURES} times, its CI never "
-            "reached the protocol's target (a loaded or throttled device)"
+            f"  {UNSTABLE_MARK} unstable: still after re-measuring (at most twice, within the "
+            "retries), its CI never reached the protocol's target (a loaded or throttled device)"
         )
     return rows, "\n".join(lines)
 

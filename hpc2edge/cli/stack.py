@@ -9,7 +9,7 @@ import click
 
 from hpc2edge.cli.context import command_settings, print_json
 from hpc2edge.ops.flower import DEFAULT_PORT
-from hpc2edge.roles import QUEUES, is_edge_queue
+from hpc2edge.roles import is_task_queue
 
 
 @click.command("up")
@@ -114,7 +114,7 @@ def status_cmd(ctx: click.Context, as_json: bool, timeout_s: float) -> None:
 
 
 def _check_queue(_ctx: Any, _param: Any, value: str) -> str:
-    if value not in QUEUES and not is_edge_queue(value):
+    if not is_task_queue(value):
         raise click.BadParameter(f"{value!r} is not train, edge or edge.<kind> (a device kind)")
     return value
 

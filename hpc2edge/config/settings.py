@@ -68,7 +68,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpc2edge.roles import DEFAULT_KIND, KIND_RE, ROLES, SIGNING_ROLES
+from hpc2edge.roles import DEFAULT_KIND, ROLES, SIGNING_ROLES, check_kind
 
 ENV_PREFIX = "HPC2EDGE_"
 ENV_CONFIG = "HPC2EDGE_CONFIG"
@@ -213,11 +213,10 @@ class Settings:
                 f"task limit ({longest} s), or long tasks are delivered twice"
             )
         e = self.edge
-        if not isinstance(e.kind, str) or not KIND_RE.fullmatch(e.kind):
-            out.append(
-                f"edge.kind: {str(e.kind)[:60]!r} is not a device kind: lowercase letters, digits "
-                "and inner hyphens, 1-32 characters (e.g. orin-agx)"
-            )
+        try:
+            check_kind(e.kind)
+        except ValueError as exc:
+            out.append(f"edge.kind: {exc}")
         if e.backend not in ("onnxruntime", "tensorrt", "table"):
             out.append(f"edge.backend: {e.backend!r} is not onnxruntime, tensorrt or table")
         if e.backend == "table" and e.table is None:

@@ -450,7 +450,8 @@ def sync_devices(
     """Make the broker of ``settings`` agree with the device registry in ``secrets_dir``.
 
     Logged in as ``admin``: removes the users in ``remove`` first (:func:`remove_device_user`),
-    so that no later problem can keep a revoked device in; then rewrites the local broker's
+    so that no later problem can keep a revoked device in, and any other ``edge-*`` user the
+    registry does not hold as active; then rewrites the local broker's
     rendered ACL file when there is one (``<state_dir>/broker/users.acl``, also when the broker
     cannot be reached); then creates the users of the active devices named in ``add``
     (:func:`apply_device_user`). Nothing is applied when ``secrets_dir`` is not the folder the
@@ -479,6 +480,12 @@ def sync_devices(
     try:
         killed = sum(remove_device_user(admin, user) for user in remove) if admin else 0
         logins = {login.user: login for login in devices.logins(secrets_dir)}
+        if admin is not None:
+            # A device user the registry does not hold as active (a restored or edited
+            # registry): the broker must not keep it. Role names have no "-", device users do.
+            on_broker = [u.decode() if isinstance(u, bytes) else str(u) for u in admin.acl_users()]
+            stale = [u for u in on_broker if u.startswith("edge-") and u not in logins]
+            killed += sum(remove_device_user(admin, user) for user in stale if user not in remove)
         local = LocalBroker(settings.state_dir)
         acl_file = None
         if local.acl_file.is_file():

@@ -356,6 +356,10 @@ def check_device_name(name: object) -> str:
             f"device name {str(name)[:70]!r}: use lower-case letters, digits and '-', "
             "at most 63 characters"
         )
+    if name == "sign" or name.endswith("-sign"):
+        # edge-<name>-sign.pem are a device's signing files: edge-sign is the edge role's,
+        # edge-x-sign would be device x's.
+        raise ValueError(f"device name {name!r}: a name may not be or end in 'sign'")
     return name
 
 

@@ -194,6 +194,8 @@ def load(secrets_dir: Path) -> Registry:
         return Registry()
     except OSError as exc:
         raise TLSError(f"cannot read the device registry {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TLSError(f"the device registry {path} is not UTF-8 text") from None
     try:
         return Registry.from_json(text)
     except (ValueError, RecursionError) as exc:
@@ -237,6 +239,9 @@ def logins(secrets_dir: Path) -> list[Login]:
         except OSError as exc:
             password = ""
             problems.append(f"{path}: {exc.strerror}")
+        except UnicodeDecodeError:
+            password = ""
+            problems.append(f"{path} is not UTF-8 text")
         else:
             if not password:
                 problems.append(f"{path} is empty")

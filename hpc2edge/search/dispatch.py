@@ -20,13 +20,14 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpc2edge.roles import QUEUE_EDGE, QUEUE_TRAIN, is_edge_queue
+from hpc2edge.roles import KIND_RE, QUEUE_EDGE, QUEUE_TRAIN, is_edge_queue
 from hpc2edge.store.artifacts import ArtifactStore
 from hpc2edge.transport.taskids import queue_of
+from hpc2edge.transport.units import UNIT_RE
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,16 @@ def result_problem(kind: str | None, result: dict[str, Any]) -> str | None:
     for key in ("device", "backend_fingerprint"):
         if not isinstance(result.get(key), dict):
             return f"measure result has no {key} record"
+    # Who measured, on which kind, how: read by lookups of the shared store for good.
+    worker = result.get("worker")
+    if worker is not None and not (isinstance(worker, str) and UNIT_RE.fullmatch(worker)):
+        return "measure result names no readable worker"
+    if "kind" in result and not (
+        isinstance(result["kind"], str) and KIND_RE.fullmatch(result["kind"])
+    ):
+        return "measure result names no device kind"
+    if result.get("protocol") is not None and not isinstance(result["protocol"], dict):
+        return "measure result has a protocol that is not a record"
     batches = result.get("batches")
     if not isinstance(batches, list) or not batches:
         return "measure result has no batches"
@@ -128,6 +139,8 @@ def result_problem(kind: str | None, result: dict[str, Any]) -> str | None:
         if not isinstance(b.get("batch_size"), int) or not 1 <= b["batch_size"] <= 2**20:
             return "measure result has a batch without a batch size"
         for part in ("compute", "end_to_end"):
+            if isinstance(b.get(part), dict) and not isinstance(b[part].get("stopped_by", ""), str):
+                return f"measure result batch {part} has no readable stopping reason"
             stats = (b.get(part) or {}).get("stats") if isinstance(b.get(part), dict) else None
             if not isinstance(stats, dict):
                 return f"measure result batch has no {part} statistics"
@@ -179,8 +192,9 @@ class Dispatcher(abc.ABC):
     def forget(self, task_id: str) -> None:  # noqa: B027 - optional hook
         """Drop what is kept about a finished task (its stored result)."""
 
-    def workers(self) -> dict[str, int]:
-        """Live workers per queue, when known (``{}`` otherwise)."""
+    def workers(self, queues: Sequence[str] = ()) -> dict[str, int]:
+        """Live workers per queue, when known (``{}`` otherwise): of ``queues``, or of every
+        queue whose workers announced themselves."""
         return {}
 
     def queue_depths(self) -> dict[str, int]:
@@ -355,11 +369,12 @@ class CeleryDispatcher(Dispatcher):
         with contextlib.suppress(Exception):  # the result also expires on its own
             AsyncResult(task_id, app=self.app).forget()
 
-    def workers(self) -> dict[str, int]:
+    def workers(self, queues: Sequence[str] = ()) -> dict[str, int]:
         from hpc2edge.transport import liveness
 
         try:
-            queues = liveness.known_queues(self._client)
+            # Asked by name when the caller knows its queues: the kinds index is input too.
+            queues = list(queues) or liveness.known_queues(self._client)
             live = liveness.live_workers(self._client, queues)
         except Exception:
             return {}

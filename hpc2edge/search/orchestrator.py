@@ -256,7 +256,7 @@ class Orchestrator:
     def _count_workers(self) -> dict[str, int]:
         """Live workers per queue; an answer of ``{}`` (the count failed) keeps the last one."""
         self._workers_at = self.clock.time()
-        live = self.dispatcher.workers()
+        live = self.dispatcher.workers(self.pipeline.queues)
         if live:
             self._live = dict(live)
         return self._live

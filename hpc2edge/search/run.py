@@ -91,7 +91,7 @@ def missing_workers(dispatcher: Any, queues: Sequence[str] = NEEDED_QUEUES) -> l
     A dispatcher that cannot tell (``workers()`` is ``{}``) misses nothing; one that reports
     workers misses every queue it reports none for, a device kind nobody serves included.
     """
-    live = dispatcher.workers()
+    live = dispatcher.workers(queues)
     if not live:
         return []
     return [q for q in queues if live.get(q, 0) == 0]

@@ -161,7 +161,8 @@ class TaskRunner:
                 # Checked on arrival (dispatch.result_problem); what still does not fit (another
                 # network's result, a store that recorded no row) is a failed attempt.
                 reason = f"{stage.name}: result rejected: {type(exc).__name__}: {exc}"
-                self.retry_or_fail(job, stage, rec, reason[:MAX_REASON_CHARS], backoff=False)
+                later = bool(getattr(exc, "backoff", False))
+                self.retry_or_fail(job, stage, rec, reason[:MAX_REASON_CHARS], backoff=later)
                 return True
             if not job.done:
                 o.recorder.flush(job)  # the result is recorded before its stored copy goes

@@ -102,13 +102,21 @@ log = logging.getLogger(__name__)
 class ResultRejected(ValueError):
     """An ``ok`` result that does not fit the task it answers (any worker can write one)."""
 
+    #: Send the next attempt after the search's back-off instead of at once.
+    backoff = False
+
 
 class Unstable(ResultRejected):
     """A measurement that ended by its cap before its CI target: measured again."""
 
 
 class Quarantined(ResultRejected):
-    """A measurement by a unit under quarantine: set aside, measured again on another unit."""
+    """A measurement by a unit under quarantine: set aside, measured again on another unit.
+
+    After the back-off: the unit stops consuming at its next heartbeat, and a resend at once
+    could reach it again."""
+
+    backoff = True
 
 
 #: How many times an unstable measurement is sent again before it is kept, flagged (within the
@@ -251,13 +259,13 @@ class MeasureStage(Stage):
             return False
         try:
             summary = latency_summary(m.results, m.batch_size)
-        except (ResultRejected, KeyError, TypeError, ValueError) as exc:
+        except (ResultRejected, AttributeError, KeyError, TypeError, ValueError) as exc:
             # A row of the shared store this version cannot read: measure afresh instead.
             log.warning("%s: stored measurement %s unreadable (%s)", job.label, m.id, exc)
             return False
         if summary["unstable"]:
             return False  # measure again: the new one may be stable
-        if m.results.get("worker") in o.quarantine.get(self.queue, {}):
+        if str(m.results.get("worker")) in o.quarantine.get(self.queue, {}):
             return False  # measured by a unit found out of line since
         o.set(job, self.summary_key, {**summary, "cached": True, "measurement_id": m.id})
         o.set_latency(job, self, m.latency_ms)
@@ -552,7 +560,8 @@ def unstable_reason(series: dict[str, Any], protocol: Any) -> str | None:
     stats = series.get("stats") or {}
     if series.get("stopped_by", "converged") == "converged":
         return None
-    target = (protocol or {}).get("target_rel_ci", TimingProtocol().target_rel_ci)
+    given = protocol.get("target_rel_ci") if isinstance(protocol, dict) else None
+    target = given if given is not None else TimingProtocol().target_rel_ci
     lo, hi = stats.get("ci95_median_ms") or (0.0, 0.0)
     median = stats.get("median_ms") or 0.0
     if not median or not isinstance(target, (int, float)):

@@ -14,7 +14,9 @@ Device kinds come and go with their units, so the edge queues are not a fixed li
 worker also writes its queue into :data:`KINDS_KEY` (``ZADD hpc2edge:alive:edge:kinds <now>
 edge.<kind>``), and :func:`known_queues` is ``train``, ``edge`` and every kind queue seen within
 :data:`TTL_S`. Any edge login can write that set, so what is read from it is checked: a member
-that is not a kind queue is ignored, and at most :data:`MAX_KINDS` are read.
+that is not a kind queue is ignored, a time further ahead than :data:`FUTURE_S` is ignored and
+pruned, and at most :data:`MAX_KINDS` are read. Where the caller knows its queues (a search:
+its stages'), it asks for them by name and does not depend on this index.
 
 Each edge worker is one *unit* of its kind, and its heartbeat does two more things per beat
 (:mod:`hpc2edge.transport.units` holds the records, :mod:`hpc2edge.transport.fleet` the trusted
@@ -67,6 +69,9 @@ TTL_S = 3600
 KINDS_KEY = f"{KEY_PREFIX}edge:kinds"
 #: The most device kinds read from :data:`KINDS_KEY` (the most recently seen first).
 MAX_KINDS = 256
+#: How far ahead of the reader's clock a kind's time may be (clocks differ between sites);
+#: later times are ignored and pruned, so planted ones cannot push real kinds out.
+FUTURE_S = 300.0
 
 
 def key(queue: str) -> str:
@@ -82,6 +87,8 @@ def _kind_seen(pipe: Any, queue: str, now: float) -> None:
     if is_edge_queue(queue):
         pipe.zadd(KINDS_KEY, {queue: now})
         pipe.zremrangebyscore(KINDS_KEY, "-inf", now - TTL_S)
+        # A time ahead of any clock's is planted, not seen: it would rank first for good.
+        pipe.zremrangebyscore(KINDS_KEY, f"({now + FUTURE_S}", "+inf")
         pipe.expire(KINDS_KEY, TTL_S)
 
 
@@ -121,7 +128,9 @@ def known_queues(client: Any, now: float | None = None) -> list[str]:
     """``train``, ``edge`` and the kind queues whose workers announced themselves within
     :data:`TTL_S` (checked names only, at most :data:`MAX_KINDS`)."""
     now = time.time() if now is None else now
-    members = client.zrevrangebyscore(KINDS_KEY, "+inf", now - TTL_S, start=0, num=MAX_KINDS)
+    members = client.zrevrangebyscore(
+        KINDS_KEY, now + FUTURE_S, now - TTL_S, start=0, num=MAX_KINDS
+    )
     out = list(QUEUES)
     for m in members:
         name = m.decode(errors="replace") if isinstance(m, bytes) else str(m)

@@ -13,7 +13,7 @@ from typing import Any
 
 from hpc2edge.config import Settings
 from hpc2edge.errors import BrokerUnreachable, StackError
-from hpc2edge.roles import QUEUES, is_edge_queue
+from hpc2edge.roles import QUEUES, is_task_queue
 from hpc2edge.transport import broker, liveness
 from hpc2edge.transport.app import make_app
 
@@ -22,7 +22,7 @@ def ping(settings: Settings, queue: str, *, timeout_s: float = 10.0) -> dict[str
     """Send ``hpc2edge.ping`` to ``queue`` and return the answer with the round trip in ms."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    if queue not in QUEUES and not is_edge_queue(queue):
+    if not is_task_queue(queue):
         raise ValueError(
             f"unknown queue {queue!r}; expected {', '.join(QUEUES)} or edge.<kind> (a device kind)"
         )

@@ -18,7 +18,7 @@ import secrets
 from hpc2edge.roles import role_of_queue
 
 _QUEUE = r"[a-z][a-z0-9_.-]*"  # train, edge, edge.<kind> (roles.KIND_RE)
-_ID = re.compile(rf"^({_QUEUE})-([0-9a-f]{{32}})$")
+_ID = re.compile(rf"({_QUEUE})-([0-9a-f]{{32}})")  # whole string only (fullmatch: no newline)
 
 
 def new(queue: str) -> str:
@@ -32,7 +32,7 @@ def queue_of(task_id: object) -> str | None:
     """The queue ``task_id`` was issued for, or None when it is not one of ours."""
     if not isinstance(task_id, str):
         return None
-    match = _ID.match(task_id)
+    match = _ID.fullmatch(task_id)
     return match.group(1) if match else None
 
 

@@ -77,6 +77,9 @@ def _number(
     data: Mapping[str, Any], key: str, *, low: float = 0.0, high: float = MAX_UNIX_S
 ) -> float:
     value = data.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        # A JSON integer of thousands of digits: math.isfinite would raise OverflowError.
+        raise ValueError(f"{key}: {ascii(value)[:40]}... is no plausible number")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{key}: expected a finite number, got {ascii(value)[:40]}")
     if not low <= value <= high:

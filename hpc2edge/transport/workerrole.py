@@ -9,8 +9,10 @@ orchestrator's, and dies in a traceback about certificates. Here:
   names the file to write, exit status 2, no traceback (:func:`load_or_exit`);
 - a role that runs no workers (orchestrator, monitor, admin): refused the same way;
 - the edge role always runs ``--pool solo`` with concurrency 1, whatever the command line says
-  (it says so in the log when it overrides), and consumes only its kind's queue: ``-Q`` left
-  out means that queue, and a ``-Q`` naming anything else is refused (:class:`RoleWorker`).
+  (it says so in the log when it overrides);
+- a worker consumes only its role's queue (the edge role: its kind's; hpc: ``train``): ``-Q``
+  left out means that queue, and a ``-Q`` naming anything else is refused
+  (:class:`RoleWorker`).
 
 The hpc role keeps the command line's pool and concurrency: a train worker runs one training
 at a time by ``-c 1`` in the shipped units, and a node may choose otherwise.
@@ -104,8 +106,8 @@ class RoleWorker(Worker):
         settings: Settings = self.app.settings
         allowed = role_queues(settings)
         asked = _queue_names(include)
-        if settings.role == EDGE and not asked:
-            asked = list(allowed)
+        if not asked:
+            asked = list(allowed)  # not every queue the app knows: the role's own
         wrong = [q for q in asked if q not in allowed]
         if allowed and wrong:
             kind = f" of kind {settings.edge.kind!r}" if settings.role == EDGE else ""

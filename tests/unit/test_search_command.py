@@ -8,7 +8,7 @@ told how many workers each queue has.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ class CountedWorkers(InlineDispatcher):
     asked: int = 0
     closed: bool = False
 
-    def workers(self) -> dict[str, int]:
+    def workers(self, queues: Sequence[str] = ()) -> dict[str, int]:
         self.asked += 1
         return self.live()
 

@@ -574,7 +574,7 @@ def test_a_lease_taken_over_while_this_run_stalled_stops_it(h: Harness) -> None:
 
 def test_a_failed_worker_count_keeps_the_last_capacity(h: Harness) -> None:
     answers = [{"edge": 1, "train": 1}, {}]
-    h.dispatcher.workers = lambda: answers.pop(0) if answers else {}  # type: ignore[method-assign]
+    h.dispatcher.workers = lambda *_: answers.pop(0) if answers else {}  # type: ignore[method-assign]
     o = h.orchestrator(trials=2, parallel=4)
     o.start()
     assert o.capacity.of("edge") == 1
@@ -662,7 +662,7 @@ def test_a_confirmation_for_another_network_is_an_error(h: Harness) -> None:
 def test_a_worker_count_claiming_a_billion_workers_is_capped(h: Harness) -> None:
     from hpc2edge.search.policy import MAX_SLOTS
 
-    h.dispatcher.workers = lambda: {"edge": 10**9, "train": 1}  # type: ignore[method-assign]
+    h.dispatcher.workers = lambda *_: {"edge": 10**9, "train": 1}  # type: ignore[method-assign]
     o = h.orchestrator(trials=3, parallel=0)
     o.start()
     assert o.capacity.of("edge") == MAX_SLOTS and o.capacity.of("train") == 1

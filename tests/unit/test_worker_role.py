@@ -51,7 +51,7 @@ def test_a_kind_that_is_no_kind_name_is_refused_at_start(tmp_path: Path, kind: s
     config = tmp_path / "edge.toml"
     config.write_text(f'role = "edge"\n[edge]\nkind = "{kind}"\n')
     err = one_line_exit_2(celery_worker(tmp_path, config=config))
-    assert "edge.kind:" in err and "is not a device kind" in err
+    assert "edge.kind: device kind" in err and "is not a kind name" in err
 
 
 def test_a_role_that_runs_no_worker_is_refused(tmp_path: Path) -> None:
