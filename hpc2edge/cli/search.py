@@ -146,7 +146,7 @@ def search_options(f: Any) -> Any:
         click.option("--paired-ratios/--no-paired-ratios", default=True, show_default=True,
                      help="Speed-ups from paired measurements: after the search, one task per "
                      "front member and device kind times it and the baseline in alternation "
-                     "on one unit (about a measurement's device time each)."),
+                     "on one unit (each costs about one measurement of both)."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
     ]  # fmt: skip
     for option in reversed(options):

@@ -12,7 +12,9 @@ Definitions (also stated on the page):
   are Pareto-optimal in (val MSE, latency p50); for the ``paper`` objective, the best trial.
 - *speed-up* = baseline latency p50 / latency p50; *loss ratio* = baseline val MSE / val MSE
   (both > 1: better than the baseline). :func:`ratios` is the one place they are computed;
-  ``hpc2edge search`` prints its front through :func:`front_rows` too.
+  ``hpc2edge search`` prints its front through :func:`front_rows` too. Where the trial has a
+  paired measurement (:mod:`hpc2edge.search.pairing`) the speed-up is its median per-pair ratio
+  (``speedup_source`` says which; the unpaired ratio stays as ``speedup_unpaired``).
 - *hypervolume* after trial *n*: the area dominated by the feasible complete trials numbered
   <= *n* in (val MSE, latency ms), up to a reference point fixed for the whole curve (by default
   1.1 x the worst val MSE of those trials, and the latency budget, else 1.1 x their worst
@@ -27,13 +29,16 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpc2edge.config import mask_url
 from hpc2edge.errors import StudyStorageError
 from hpc2edge.search import records as stored
 from hpc2edge.search.settings import device_kinds
 from hpc2edge.search.storage import open_storage
+
+if TYPE_CHECKING:
+    from hpc2edge.search.pairing import PairRecord
 
 REPORT_FORMAT = "hpc2edge-report/1"
 #: The stages of the searches this report reads (their task records and errors).
@@ -55,12 +60,31 @@ def ratios(
     baseline: Mapping[str, Any] | None, latency_ms: float | None, val_mse: float | None
 ) -> tuple[float | None, float | None]:
     """(speed-up, loss ratio) against ``baseline``: its latency / ``latency_ms`` and its val MSE /
-    ``val_mse``; None where either side is missing (or zero)."""
+    ``val_mse``; None where either side is missing (or zero). Unpaired: the two latencies come
+    from two measurements (:func:`speedup_columns` prefers a paired one)."""
     base_ms = (baseline or {}).get("latency_ms")
     base_mse = (baseline or {}).get("val_mse")
     speedup = base_ms / latency_ms if base_ms and latency_ms else None
     loss_ratio = base_mse / val_mse if base_mse and val_mse else None
     return speedup, loss_ratio
+
+
+def speedup_columns(unpaired: float | None, paired: PairRecord | None) -> dict[str, Any]:
+    """A row's speed-up: the paired measurement's where the trial has one that succeeded
+    (:mod:`hpc2edge.search.pairing`), else the unpaired ratio."""
+    if paired is not None and paired.speedup is not None and paired.ci95 is not None:
+        return {
+            "speedup": paired.speedup,
+            "speedup_source": "paired",
+            "speedup_ci95": list(paired.ci95),
+            "speedup_unpaired": unpaired,
+        }
+    return {
+        "speedup": unpaired,
+        "speedup_source": None if unpaired is None else "unpaired",
+        "speedup_ci95": None,
+        "speedup_unpaired": unpaired,
+    }
 
 
 def key_param_names(specs: Iterable[Mapping[str, Any] | None]) -> list[str]:
@@ -79,8 +103,10 @@ def model_row(
     *,
     trial: int | None,
     key_params: Sequence[str] = (),
+    paired: PairRecord | None = None,
 ) -> dict[str, Any]:
-    """One model (a trial's or the baseline's user attributes) as a row of the front table."""
+    """One model (a trial's or the baseline's user attributes) as a row of the front table;
+    ``paired`` is its stored paired measurement against the baseline, if any."""
     latency = attrs.get("latency") or {}
     train = attrs.get("train") or {}
     spec = attrs.get("spec") or {}
@@ -103,13 +129,14 @@ def model_row(
         "test_mse": (train.get("test") or {}).get("mse"),
         "rmse_speed_mm_s": train.get("val_rmse_speed_mm_s"),
         "rmse_power_w": train.get("val_rmse_power_w"),
-        "speedup": speedup,
+        **speedup_columns(speedup, paired),
         "loss_ratio": loss_ratio,
     }
 
 
 def front_rows(study: Any, baseline: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """The feasible front, by latency, as :func:`model_row` rows (with ``confirm_p50_ms``)."""
+    from hpc2edge.search import pairing
     from hpc2edge.search.orchestrator import front_trials
 
     keys = key_param_names(
@@ -117,9 +144,12 @@ def front_rows(study: Any, baseline: Mapping[str, Any] | None) -> list[dict[str,
         + [(baseline or {}).get("spec")]
     )
     confirm = study.user_attrs.get("confirm") or {}
+    paired = pairing.stored(study.user_attrs, pairing.ATTR)
     rows = []
     for t in front_trials(study):
-        row = model_row(t.user_attrs, baseline, trial=t.number, key_params=keys)
+        row = model_row(
+            t.user_attrs, baseline, trial=t.number, key_params=keys, paired=paired.get(t.number)
+        )
         row["confirm_p50_ms"] = (confirm.get(str(t.number)) or {}).get("p50_ms")
         rows.append(row)
     return rows
@@ -128,6 +158,7 @@ def front_rows(study: Any, baseline: Mapping[str, Any] | None) -> list[dict[str,
 def kind_fronts(study: Any, baseline: Mapping[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
     """For a study that targets several device kinds, the front on each other kind: trials on
     the (val MSE, p50 on that kind) front, with the speed-up against the baseline there."""
+    from hpc2edge.search import pairing
     from hpc2edge.search.objectives import kind_front
     from hpc2edge.search.settings import device_kinds
 
@@ -137,10 +168,12 @@ def kind_fronts(study: Any, baseline: Mapping[str, Any] | None) -> dict[str, lis
             continue
         key = f"latency_ms@{kind}"
         base_ms = (baseline or {}).get(key)
+        paired = pairing.stored(study.user_attrs, pairing.attr_name(kind, primary))
         rows = []
         for t in kind_front(study, key):
             a = t.user_attrs
             ms = float(a[key])
+            unpaired = base_ms / ms if isinstance(base_ms, (int, float)) and ms else None
             rows.append(
                 {
                     "trial": t.number,
@@ -150,7 +183,7 @@ def kind_fronts(study: Any, baseline: Mapping[str, Any] | None) -> dict[str, lis
                     "p90_ms": (a.get(f"latency@{kind}") or {}).get("p90_ms"),
                     "unstable": (a.get(f"latency@{kind}") or {}).get("unstable"),
                     "val_mse": a.get("val_mse"),
-                    "speedup": base_ms / ms if isinstance(base_ms, (int, float)) and ms else None,
+                    **speedup_columns(unpaired, paired.get(t.number)),
                 }
             )
         out[kind] = rows

@@ -59,7 +59,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpc2edge.errors import Hpc2EdgeError, SearchError
 from hpc2edge.roles import DEFAULT_KIND
 from hpc2edge.search import candidate as cand
-from hpc2edge.search import confirm
+from hpc2edge.search import confirm, pairing
 from hpc2edge.search import settings as study_settings
 from hpc2edge.search.dispatch import Dispatcher
 from hpc2edge.search.lease import ATTR as LEASE_ATTR
@@ -221,6 +221,8 @@ class Orchestrator:
                     self.clock.sleep(self.config.poll_interval_s)
             if self.config.confirm_front:
                 self.confirm_front()
+            if self.config.paired_ratios:
+                pairing.pair_front(self, self.jobs.get(BASELINE))
         finally:
             self.recorder.flush()
             self.preparer.close()

@@ -200,6 +200,7 @@ def run_search(
         retries=settings.search.retries,
         baseline=o["baseline"],
         confirm_front=o["confirm_front"],
+        paired_ratios=o.get("paired_ratios", True),
         pin=pin,
         devices=devices,
     )

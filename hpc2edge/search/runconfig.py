@@ -51,6 +51,8 @@ class SearchConfig:
         baseline: also measure and train the space's baseline (outside the trials), so results
             can be stated as speed-up and loss ratio against it.
         confirm_front: re-measure the final Pareto front (fresh tasks, not the store).
+        paired_ratios: measure each front member against the baseline in one paired task per
+            device kind (interleaved on one unit), for speed-ups that share a machine state.
         pin: parameters fixed for every trial (e.g. ``{"frames": 8, "size": 41}``): Optuna does
             not search them.
         export_seed: weights of the exported models (latency does not depend on them).
@@ -73,6 +75,7 @@ class SearchConfig:
     backoff_s: float = 5.0
     baseline: bool = True
     confirm_front: bool = False
+    paired_ratios: bool = True
     pin: dict[str, Any] = field(default_factory=dict)
     export_seed: int = 0
     export_workers: int = 0

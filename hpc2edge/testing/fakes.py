@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hpc2edge.latency.base import TOLERANCE, BatchMeasurement, OutputCheck
+from hpc2edge.latency.pairing import BLOCK_RUNS, RatioStats
 from hpc2edge.latency.protocol import Protocol, ProtocolRun
 from hpc2edge.latency.service import RESULT_FORMAT as LATENCY_FORMAT
 from hpc2edge.latency.stats import LatencyStats
@@ -106,21 +107,42 @@ class FakeEdge:
             "measurement": {"kind": self.kind, "device": dict(DEVICE), "backend": dict(BACKEND)},
         }
 
+    def _ms(self, arch_id: str, artifact_key: str) -> float:
+        """The pretend latency at batch 1 of a network (its model read as the device does)."""
+        onnx = self.artifacts.get(artifact_key)
+        spec = self.spec_of.get(arch_id)
+        return self.scale * (0.2 + (_size(spec) if spec else len(onnx) / 1e6))
+
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A measurement; with ``pair`` in the payload, a paired one (the baseline as B): the
+        ratio of the two pretend latencies, as a noise-free device would time it."""
         self.calls += 1
-        onnx = self.artifacts.get(payload["artifact_key"])
-        spec = self.spec_of.get(payload["arch_id"])
-        ms = self.scale * (0.2 + (_size(spec) if spec else len(onnx) / 1e6))
+        ms = self._ms(payload["arch_id"], payload["artifact_key"])
         with_samples = payload.get("keep_samples", True)
-        batches = []
         shaky = self.calls <= self.unstable
-        for bs in payload["batch_sizes"]:
-            st = latency_stats(ms * bs)
-            if shaky:
-                st = replace(st, ci95_median_ms=(st.median_ms * 0.8, st.median_ms * 1.2), cv=0.3)
-            run = ProtocolRun(st, warmup_runs=3, warmup_s=0.1, timed_s=1.0,
-                              stopped_by="max_time" if shaky else "converged")  # fmt: skip
-            batches.append(BatchMeasurement(bs, run, run).to_json(with_samples=with_samples))
+        batches = _batches(ms, payload["batch_sizes"], shaky)
+        pair = payload.get("pair")
+        extra: dict[str, Any] = {}
+        if pair is not None:
+            ms_b = self._ms(pair["arch_id"], pair["artifact_key"])
+            pair_batches = _batches(ms_b, payload["batch_sizes"], shaky=False)
+            r = ms_b / ms
+            ratio = RatioStats(r, (r * 0.99, r * 1.01), 12, "converged").to_json()
+            extra["pair"] = {
+                "arch_id": pair["arch_id"],
+                "artifact_key": pair["artifact_key"],
+                "onnx_sha256": parse_key(pair["artifact_key"]),
+                "input_shape": list(pair["input_shape"]),
+                "build_s": 0.0,
+                "output_check": _output_check(pair.get("reference"), payload["precision"]),
+                "block_runs": BLOCK_RUNS,
+                "batches": [b.to_json(with_samples=with_samples) for b in pair_batches],
+                "latency_ms_p50": {str(b.batch_size): b.compute.stats.median_ms
+                                   for b in pair_batches},
+                "ratios": [{"batch_size": b.batch_size, "compute": ratio, "end_to_end": ratio}
+                           for b in pair_batches],
+            }  # fmt: skip
+        sent = [b.to_json(with_samples=with_samples) for b in batches]
         return {
             "format": LATENCY_FORMAT,
             "status": "ok",
@@ -131,14 +153,12 @@ class FakeEdge:
             "precision": payload["precision"],
             "input_shape": list(payload["input_shape"]),
             "build_s": 0.0,
-            # A reference is always matched: the fake runs the model as exported.
-            "output_check": None
-            if payload.get("reference") is None
-            else OutputCheck(0.0, TOLERANCE.get(payload["precision"], 1e-4), True).to_json(),
-            "batches": batches,
+            "output_check": _output_check(payload.get("reference"), payload["precision"]),
+            "batches": sent,
             "latency_ms_p50": {
-                str(b["batch_size"]): b["compute"]["stats"]["median_ms"] for b in batches
+                str(b["batch_size"]): b["compute"]["stats"]["median_ms"] for b in sent
             },
+            **extra,
             "protocol": Protocol.from_json(payload.get("protocol")).to_json(),
             "backend_fingerprint": dict(BACKEND),
             "device": dict(DEVICE),
@@ -151,6 +171,27 @@ class FakeEdge:
             "worker": self.worker,
             "kind": self.kind,
         }
+
+
+def _batches(ms: float, batch_sizes: list[int], shaky: bool) -> list[BatchMeasurement]:
+    """Both series per batch size around ``ms`` per sample; ``shaky``: ended by the time cap
+    with a +-20 % CI."""
+    out = []
+    for bs in batch_sizes:
+        st = latency_stats(ms * bs)
+        if shaky:
+            st = replace(st, ci95_median_ms=(st.median_ms * 0.8, st.median_ms * 1.2), cv=0.3)
+        run = ProtocolRun(st, warmup_runs=3, warmup_s=0.1, timed_s=1.0,
+                          stopped_by="max_time" if shaky else "converged")  # fmt: skip
+        out.append(BatchMeasurement(bs, run, run))
+    return out
+
+
+def _output_check(reference: Any, precision: str) -> dict[str, Any] | None:
+    # A reference is always matched: the fake runs the model as exported.
+    if reference is None:
+        return None
+    return OutputCheck(0.0, TOLERANCE.get(precision, 1e-4), True).to_json()
 
 
 def fake_val_mse(spec: ArchSpec) -> float:

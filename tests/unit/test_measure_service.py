@@ -225,3 +225,188 @@ def test_non_finite_or_mistyped_protocol_values_are_refused(store, bad):
     key = store.put(MODEL.onnx_bytes)
     kind, _ = _error(_run(store, _request(key, protocol={**QUICK, **bad})))
     assert kind == "ValueError"
+
+
+# --- paired requests (a ``pair`` field: model B, timed in alternation with A) ------------------
+
+
+def _table_pair(store, a_ms=2.0, b_ms=5.0):
+    """Two models of a table backend: (backend, key of A, key of B); A at ``a_ms``, B at
+    ``b_ms``, with a 0-4 % wobble that every block of five runs holds whole."""
+    import hashlib
+
+    from hpc2edge.latency.backends.table import Record, TableBackend
+
+    def wobble(ms):
+        return tuple(ms * (1 + 0.01 * (i % 5)) for i in range(60))
+
+    records = []
+    keys = []
+    for data, ms in ((b"model A", a_ms), (b"model B", b_ms)):
+        keys.append(store.put(data))
+        sha = hashlib.sha256(data).hexdigest()
+        records.append(Record(sha, "fp32", 1, wobble(ms), wobble(1.2 * ms), outputs=(0.5, -0.5)))
+    return TableBackend(records), keys[0], keys[1]
+
+
+def _paired_request(key_a, key_b, **pair_over):
+    pair = {"arch_id": "base", "artifact_key": key_b, "input_shape": SHAPE, "reference": None}
+    pair.update(pair_over)
+    return {
+        "arch_id": "member",
+        "artifact_key": key_a,
+        "input_shape": SHAPE,
+        "batch_sizes": [1],
+        "protocol": QUICK,
+        "reference": None,
+        "keep_samples": False,
+        "pair": pair,
+    }
+
+
+def test_a_paired_request_on_the_table_backend_gives_the_recorded_ratio(store):
+    backend, key_a, key_b = _table_pair(store)
+    request = _paired_request(key_a, key_b, reference={"seed": 0, "outputs": [0.5, -0.5]})
+    result = measure_request(request, fetch=store.get, backend_for=lambda _: backend)
+    assert result["status"] == "ok", result["error"]
+    # A's measurement as always ...
+    assert result["arch_id"] == "member" and result["latency_ms_p50"]["1"] == pytest.approx(2.04)
+    pair = result["pair"]
+    # ... and B's, with the ratio B/A of each series.
+    assert pair["arch_id"] == "base" and pair["onnx_sha256"] == key_b.removeprefix("sha256:")
+    assert pair["output_check"]["ok"] and pair["latency_ms_p50"]["1"] == pytest.approx(5.1)
+    (ratios,) = pair["ratios"]
+    for series in ("compute", "end_to_end"):
+        r = ratios[series]
+        assert r["median"] == pytest.approx(2.5, rel=1e-12)
+        assert r["ci95"][0] <= 2.5 <= r["ci95"][1] and r["ci_rel_half_width"] < 1e-9
+        assert r["stopped_by"] == "converged" and r["pairs"] >= 6 and r["ratios"] == []
+    assert pair["block_runs"] == 5 and pair["batches"][0]["compute"]["stats"]["samples_ms"] == []
+    json.dumps(result)
+    again = measure_request(request, fetch=store.get, backend_for=lambda _: backend)
+    assert again["pair"] == pair and again["batches"] == result["batches"]  # deterministic
+
+
+def test_a_paired_request_on_onnx_runtime_times_both_models(store):
+    small = tiny_model(tuple(SHAPE))
+    key_a = store.put(small.onnx_bytes)
+    key_b = store.put(MODEL.onnx_bytes)  # the same network: a ratio near 1
+    result = _run(store, _paired_request(key_a, key_b))
+    assert result["status"] == "ok", result["error"]
+    r = result["pair"]["ratios"][0]["compute"]
+    assert 0.2 < r["median"] < 5 and r["pairs"] >= 6
+    assert r["ci95"][0] <= r["median"] <= r["ci95"][1]
+
+
+def _refused(result, *fields):
+    kind, message = _error(result)
+    assert kind == "ValueError" and len(message) <= 2000, message
+    for field in fields:
+        assert field in message, message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("pair", "named"),
+    [
+        ("text", "pair: expected an object"),
+        ([1, 2], "pair: expected an object"),
+        (7, "pair: expected an object"),
+        ({"arch_id": ""}, "pair.arch_id"),
+        ({"arch_id": 7}, "pair.arch_id"),
+        ({"artifact_key": None}, "pair.artifact_key"),
+        ({"artifact_key": "md5:" + "0" * 32}, "pair.artifact_key"),
+        ({"artifact_key": "sha256:00"}, "pair.artifact_key"),
+        ({"artifact_key": "sha256:" + "G" * 64}, "pair.artifact_key"),
+        ({"artifact_key": "sha256:" + "0" * 64 + "/../../etc/passwd"}, "pair.artifact_key"),
+        ({"input_shape": "1,4,8,8"}, "pair.input_shape"),
+        ({"input_shape": [1, 4, 8, True]}, "pair.input_shape"),
+        ({"input_shape": [1] * 100}, "pair.input_shape"),
+        ({"input_shape": [1, 4, 8, 10**9]}, "pair.input_shape"),
+        ({"arch_id": "x" * 100_000}, "pair.arch_id"),
+        ({"reference": "yes"}, "pair.reference"),
+        ({"reference": {"seed": 0, "outputs": [float("nan")]}}, "pair.reference"),
+        ({"reference": {"seed": 0, "outputs": [0.0] * 100_000}}, "pair.reference"),
+        ({"reference": {"seed": 10**400, "outputs": [1.0, 2.0]}}, "pair.reference: seed"),
+        ({"reference": {"seed": -1, "outputs": [1.0, 2.0]}}, "pair.reference: seed"),
+        ({"reference": {"seed": "0", "outputs": [1.0, 2.0]}}, "pair.reference: seed"),
+        ({"evil": "__import__('os')"}, "pair.evil: unknown field"),
+        ({"x" * 10_000: 1}, "unknown field"),
+    ],
+)
+def test_a_malformed_pair_is_a_typed_error_and_the_worker_goes_on(store, pair, named):
+    backend, key_a, key_b = _table_pair(store)
+    request = _paired_request(key_a, key_b)
+    request["pair"] = {**request["pair"], **pair} if isinstance(pair, dict) else pair
+    result = measure_request(request, fetch=store.get, backend_for=lambda _: backend)
+    _refused(result, named)
+    # The same worker serves the next request.
+    good = measure_request(
+        _paired_request(key_a, key_b), fetch=store.get, backend_for=lambda _: backend
+    )
+    assert good["status"] == "ok", good["error"]
+
+
+def test_every_problem_of_a_request_and_its_pair_is_listed_at_once(store):
+    message = _refused(
+        _run(store, {"arch_id": 1, "artifact_key": "sha256:00", "input_shape": [1],
+                     "batch_sizes": [1], "pair": {"arch_id": "", "input_shape": None}}),
+        "arch_id", "artifact_key", "pair.arch_id", "pair.artifact_key", "pair.input_shape",
+    )  # fmt: skip
+    assert message.count(";") >= 4
+
+
+def test_a_missing_pair_artifact_is_a_typed_error_before_anything_is_prepared(store):
+    backend, key_a, _ = _table_pair(store)
+    prepared = []
+    real_prepare = backend.prepare
+
+    def prepare(*args, **kwargs):
+        prepared.append(args)
+        return real_prepare(*args, **kwargs)
+
+    backend.prepare = prepare  # type: ignore[method-assign]
+    result = measure_request(
+        _paired_request(key_a, "sha256:" + "1" * 64),
+        fetch=store.get,
+        backend_for=lambda _: backend,
+    )
+    kind, _ = _error(result)
+    assert kind == "ArtifactNotFound" and prepared == []
+
+
+def test_a_pair_whose_outputs_disagree_is_an_output_mismatch_naming_the_pair(store):
+    backend, key_a, key_b = _table_pair(store)
+    request = _paired_request(key_a, key_b, reference={"seed": 0, "outputs": [9.0, 9.0]})
+    kind, message = _error(measure_request(request, fetch=store.get, backend_for=lambda _: backend))
+    assert kind == "OutputMismatch" and message.startswith("pair: ")
+
+
+def test_a_pair_the_backend_cannot_run_is_a_measurement_error(store):
+    backend, key_a, _ = _table_pair(store)
+    key_b = store.put(b"a model the table never recorded")
+    kind, message = _error(
+        measure_request(
+            _paired_request(key_a, key_b), fetch=store.get, backend_for=lambda _: backend
+        )
+    )
+    assert kind == "MeasurementError" and "no recording" in message
+
+
+def test_a_pair_doubles_the_time_the_budget_allows_for(store):
+    backend, key_a, key_b = _table_pair(store)
+    protocol = {**QUICK, "max_time_s": 100.0}  # one model: 2 x (0.02 + 200) s, fits 600 s
+    single = {**_paired_request(key_a, key_b), "protocol": protocol, "pair": None}
+    paired = {**single, "pair": _paired_request(key_a, key_b)["pair"]}
+    run = {"fetch": store.get, "backend_for": lambda _: backend, "time_limit_s": 600}
+    assert measure_request(single, **run)["status"] == "ok"
+    _refused(measure_request(paired, **run), "time limit", "two models")
+
+
+def test_a_pair_whose_input_is_over_the_devices_cap_is_refused(store):
+    backend, key_a, key_b = _table_pair(store)
+    request = _paired_request(key_a, key_b, input_shape=[1, 64, 256, 256])
+    result = measure_request(
+        request, fetch=store.get, backend_for=lambda _: backend, max_input_bytes=1 << 20
+    )
+    _refused(result, "MiB")

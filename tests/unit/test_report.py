@@ -235,6 +235,15 @@ def test_front_rows_equal_the_study_with_ratios_against_the_baseline(
     assert any(rows[str(t.number)]["test_mse"] is not None for t in front) or all(
         t.user_attrs["train"]["test"] is None for t in front
     )
+    # The speed-up of each front member is its paired measurement's (the fake device is
+    # noise-free: the same ratio as the unpaired one); report.json says so.
+    paired = built.study.user_attrs["paired"]
+    for r in rendered["json"]["front"]:
+        rec = paired[str(r["trial"])]
+        assert rec["state"] == "ok" and r["speedup_source"] == "paired"
+        assert r["speedup"] == rec["speedup"] and r["speedup_ci95"] == rec["ci95"]
+        assert r["speedup_unpaired"] == pytest.approx(r["speedup"], rel=1e-12)
+    assert rendered["json"]["baseline"]["speedup_source"] == "unpaired"
     b = rows["baseline"]
     assert b["arch_id"] == base["arch_id"] and b["latency_ms"] == base["latency_ms"]
     assert b["val_mse"] == base["val_mse"] and b["speedup"] == b["loss_ratio"] == 1.0
@@ -249,7 +258,10 @@ def test_counts_equal_the_study(built: Built, rendered: dict[str, Any]) -> None:
     # Task ids are random: the baseline's are the ones its record holds (one attempt each).
     baseline = built.study.user_attrs["baseline"]
     baseline_ids = {(baseline.get(f"{k}_task") or {}).get("id") for k in ("measure", "train")}
-    trial_tasks = [s for s in built.sent if s[1] not in baseline_ids]
+    # Paired tasks, sent after the search (one per front member), are no trial's attempts.
+    trial_tasks = [s for s in built.sent if s[1] not in baseline_ids and "pair" not in s[2]]
+    paired = [s for s in built.sent if "pair" in s[2]]
+    assert len(paired) == len(front_trials(built.study))
     assert counts["trials"] == len(states) == 14
     assert counts["complete"] == states.count("COMPLETE")
     assert counts["pruned"] == states.count("PRUNED")
