@@ -234,8 +234,16 @@ def test_an_existing_name_is_refused_without_force_and_reissued_with_it(layout):
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [("Bad Name", "a"), ("../x", "a"), ("x\n", "a"), ("ok", "Bad_K"), ("ok", "-a"), ("ok", ""),
-     ("sign", "a"), ("orin-sign", "a")],  # fmt: skip
+    [
+        ("Bad Name", "a"),
+        ("../x", "a"),
+        ("x\n", "a"),
+        ("ok", "Bad_K"),
+        ("ok", "-a"),
+        ("ok", ""),
+        ("sign", "a"),
+        ("orin-sign", "a"),
+    ],
 )
 def test_bad_names_and_kinds_write_nothing(layout, name, kind):
     tls, secrets = layout
