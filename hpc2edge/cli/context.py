@@ -26,6 +26,13 @@ def command_settings(
     return load_settings(config, env, require_files=require_files)
 
 
+class BadInput(click.ClickException):
+    """An option value that is no value of its kind: one clear line, exit code 2 (as click's
+    usage errors), nothing done."""
+
+    exit_code = 2
+
+
 def print_json(data: Any) -> None:
     """``data`` as indented, key-sorted JSON on stdout (``--json`` of every command)."""
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))

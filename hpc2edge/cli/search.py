@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from hpc2edge.cli.context import command_settings
+from hpc2edge.cli.context import BadInput, command_settings
 from hpc2edge.config import Settings, measurement_store_url
 from hpc2edge.search.run import run_search
 
@@ -89,7 +89,7 @@ def _check_devices(_ctx: Any, _param: Any, values: tuple[str, ...]) -> tuple[str
     try:
         parse_devices(values)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise BadInput(str(exc)) from None
     return values
 
 

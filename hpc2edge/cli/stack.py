@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hpc2edge.cli.context import command_settings, print_json
+from hpc2edge.cli.context import BadInput, command_settings, print_json
 from hpc2edge.ops.flower import DEFAULT_PORT
 from hpc2edge.roles import is_task_queue
 
@@ -46,7 +46,7 @@ def up_cmd(
     try:
         stack.edge_units(edge, settings)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--edge") from None
+        raise BadInput(str(exc)) from None
     result = stack.up(
         settings,
         timeout_s=timeout_s,

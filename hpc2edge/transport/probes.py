@@ -20,7 +20,10 @@ from hpc2edge.transport.app import make_app
 
 def ping(settings: Settings, queue: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
     """Send ``hpc2edge.ping`` to ``queue`` and return the answer with the round trip in ms."""
+    from celery.exceptions import TaskRevokedError
     from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from hpc2edge.transport.results import RemoteError
 
     if not is_task_queue(queue):
         raise ValueError(
@@ -36,6 +39,12 @@ def ping(settings: Settings, queue: str, *, timeout_s: float = 10.0) -> dict[str
             try:
                 answer: dict[str, Any] = result.get(timeout=timeout_s)
             except CeleryTimeout:
+                answer = {}
+            except (RemoteError, TaskRevokedError) as exc:
+                # The ping expired just as a slow-starting worker took it: no answer (the
+                # caller may ask again), not a failure.
+                if getattr(exc, "type_name", "TaskRevokedError") != "TaskRevokedError":
+                    raise
                 answer = {}
             finally:
                 # Unsubscribe now: a pending result left to the garbage collector tries to

@@ -138,10 +138,16 @@ def test_second_study_reuses_measurements(broker_stack, workers, data, urls, fir
         broker_stack.settings, study_name="e2e-again", data=data, trials=4, progress=False,
         **urls, **OPTIONS,
     )  # fmt: skip
+    # A measurement the first study kept flagged unstable (a loaded machine: its CI never met
+    # the protocol's target) is measured again, never reused; every other one is reused.
+    unstable = sum(
+        1 for t in first_study.study.trials if (t.user_attrs.get("latency") or {}).get("unstable")
+    )
     assert summary["complete"] == 4
-    assert summary["tasks_sent"]["measure"] == 0
-    assert summary["measurements_reused"] == 4
-    assert executed(workers.edge.log, "measure", since) == []
+    assert summary["measurements_reused"] == 4 - unstable
+    if not unstable:
+        assert summary["tasks_sent"]["measure"] == 0
+        assert executed(workers.edge.log, "measure", since) == []
 
 
 def test_tight_budget_sends_no_train_task(broker_stack, workers, data, urls):

@@ -40,9 +40,10 @@ from tests.integration.test_search_e2e import OPTIONS, executed  # noqa: E402
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # A measurement of about 5 s (the quick protocol takes under a second on these tiny models), so
-# the kill lands while it runs; its worst case stays within the worker's 40 s limit.
+# the kill lands while it runs; it converges (an unstable one would be measured again), and its
+# worst case stays within the worker's 40 s limit.
 SLOW_MEASURE = {"warmup_min_s": 1.0, "warmup_min_runs": 3, "min_runs": 20, "min_time_s": 4.0,
-                "max_time_s": 6.0, "target_rel_ci": 0.0001, "cooldown_timeout_s": 1.0}  # fmt: skip
+                "max_time_s": 8.0, "target_rel_ci": 0.05, "cooldown_timeout_s": 1.0}  # fmt: skip
 FAULT_OPTIONS = {**OPTIONS, "parallel": 1, "epochs": 3, "protocol": SLOW_MEASURE}
 
 MEASURE_LIMIT_S = 40  # SLOW_MEASURE's worst case is well inside it
