@@ -14,7 +14,9 @@ from typing import Any
 from hpc2edge.space.base import ArchSpec, TrainingHParams
 
 #: Measurement protocols by name: ``default`` suits a Jetson or a GPU host; ``quick`` is for CPU
-#: demos and tests (seconds per model, wider confidence intervals).
+#: demos and tests (seconds per model, wider confidence intervals). Its CI target is 10 %: what
+#: a 3 s cap can meet for a 50 ms model on a loaded 2-core CPU (at 5 % a third of the demo's
+#: measurements were unstable and measured twice more, for nothing a CPU demo needs).
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "default": {},
     "quick": {
@@ -23,7 +25,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "min_runs": 20,
         "min_time_s": 0.3,
         "max_time_s": 3.0,
-        "target_rel_ci": 0.05,
+        "target_rel_ci": 0.10,
         "cooldown_timeout_s": 5.0,
     },
 }
