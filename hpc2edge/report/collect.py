@@ -160,7 +160,6 @@ def kind_fronts(study: Any, baseline: Mapping[str, Any] | None) -> dict[str, lis
     the (val MSE, p50 on that kind) front, with the speed-up against the baseline there."""
     from hpc2edge.search import pairing
     from hpc2edge.search.objectives import kind_front
-    from hpc2edge.search.settings import device_kinds
 
     out: dict[str, list[dict[str, Any]]] = {}
     for kind, primary in device_kinds(study.user_attrs):

@@ -31,36 +31,21 @@ import enum
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from hpc2edge.errors import ExportError, Hpc2EdgeError
 from hpc2edge.latency.pairing import RatioStats
 from hpc2edge.latency.service import PAIR_FIELDS
 from hpc2edge.search import prepare
+from hpc2edge.search.confirm import Orchestrator  # what a pass over the front uses of it
 from hpc2edge.search.objectives import kind_front
 from hpc2edge.search.stages import Host, MeasureStage, ResultRejected
 from hpc2edge.transport import taskids
 
 if TYPE_CHECKING:
-    import optuna
-    from optuna.trial import FrozenTrial
-
     from hpc2edge.search.candidate import Candidate
     from hpc2edge.search.dispatch import Outcome
-    from hpc2edge.search.lease import Lease
     from hpc2edge.search.records import Job
-    from hpc2edge.search.stages import Pipeline
-
-
-class Orchestrator(Host, Protocol):
-    """What paired ratios use of the orchestrator."""
-
-    study: optuna.Study
-    jobs: dict[str, Job]
-    pipeline: Pipeline
-    lease: Lease
-
-    def front(self) -> list[FrozenTrial]: ...
 
 
 log = logging.getLogger(__name__)
