@@ -126,6 +126,8 @@ class Orchestrator:
         clock: time source (tests pass a fake one).
         pipeline: the stages and gates (default: :meth:`SearchConfig.pipeline`).
         policy: what each queue gets next (default: :class:`~hpc2edge.search.policy.Fifo`).
+        preparer: builds candidates (default: ONNX export with ``config.export_seed``, in
+            ``config.export_workers`` processes; the simulator passes its own).
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class Orchestrator:
         *,
         pipeline: Pipeline | None = None,
         policy: SendPolicy | None = None,
+        preparer: Preparer | None = None,
     ) -> None:
         if len(study.directions) != len(objective.directions):
             raise SearchError(
@@ -161,7 +164,7 @@ class Orchestrator:
         self.policy = policy or Fifo()
         self.recorder = Recorder(study)
         self.runner = TaskRunner(self)
-        self.preparer = Preparer(config.export_seed, config.export_workers)
+        self.preparer = preparer or Preparer(config.export_seed, config.export_workers)
         self.lease = Lease(study, self.clock)
         #: Device context per edge queue (from the probe, then from each result).
         self.contexts: dict[str, DeviceContext] = {}

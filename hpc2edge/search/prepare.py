@@ -6,6 +6,9 @@ asked for (tests, small searches); with ``workers > 0`` it runs in that many spa
 while the loop goes on, and a trial's measure stage waits for its candidate like any other input.
 A build that fails (an export error, a spec the exporter refuses) comes back as the error, and
 fails that trial alone.
+
+``builder`` is the seam for a candidate made another way: the fleet simulator
+(:mod:`hpc2edge.sim`) builds one from a recorded benchmark, without torch, in the loop.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import fields
+from collections.abc import Callable
 from typing import Any
 
 from hpc2edge.errors import ExportError, Hpc2EdgeError
@@ -21,11 +25,23 @@ from hpc2edge.space.base import ArchSpec
 
 
 class Preparer:
-    """Builds candidates by job key, in the loop or in a pool."""
+    """Builds candidates by job key, in the loop or in a pool.
 
-    def __init__(self, seed: int = 0, workers: int = 0) -> None:
+    ``builder`` (in the loop only: a pool runs the real export) makes a candidate of a spec and a
+    seed, or returns the error that says why it cannot.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        workers: int = 0,
+        builder: Callable[[ArchSpec, int], cand.Candidate | Hpc2EdgeError] | None = None,
+    ) -> None:
+        if builder is not None and workers > 0:
+            raise ValueError("a custom build runs in the loop: workers must be 0")
         self.seed = seed
         self.workers = workers
+        self._build = builder or build
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[str, Future[Any]] = {}
         self._done: dict[str, cand.Candidate | Hpc2EdgeError] = {}
@@ -36,7 +52,7 @@ class Preparer:
         if key in self._futures or key in self._done:
             return
         if self.workers <= 0:
-            self._done[key] = build(spec, self.seed)
+            self._done[key] = self._build(spec, self.seed)
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
