@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # The CPU build of torch that pip finds locally; installed before anything that depends on torch
 # so that DeepSpeed does not pull a multi-GB CUDA build. Override on GPU hosts: make setup TORCH=...
 TORCH  ?= torch==2.13.0
-EXTRAS ?= data,train,edge,search,postgres,monitor,dev
+EXTRAS ?= data,train,edge,search,sim,postgres,monitor,dev
 
 .PHONY: setup redis-server postgresql demo test test-unit test-integration lint format bench clean
 

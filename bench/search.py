@@ -1,81 +1,58 @@
-"""Search quality and cost: TPE against random sampling, latency-first against training everything.
+"""Search efficiency at scale, on the simulator: samplers against random, the paper's headline,
+and the orchestrator at fleet scale.
 
-Two comparisons, each made in one run and printed side by side, with real latency measurements
-and real training in this process (the task functions the workers run, called through the
-in-process dispatcher; no broker):
+Every run is the real orchestrator and the real Optuna samplers against a simulated fleet
+(``hpc2edge.sim``) whose latencies, learning curves and training times come from the recorded
+benchmark (``hpc2edge/resources/benchmarks/cnn3d-cpu.json.gz``, recorded by
+``bench/record_benchmark.py``; its surrogate answers for networks the table does not hold). One
+run prints three tables:
 
-1. **Sampler**: at equal trials, the hypervolume of the Pareto front (validation MSE against
-   latency p50 in ms, both minimised) reached by Optuna's TPE (``make_sampler("tpe")``, as
-   ``hpc2edge search`` uses it) and by random sampling, over several seeds, with the mean and the
-   ratio TPE / random, and the hypervolume after every ``--hv-every`` trials. Both samplers of a
-   seed get the same seed; TPE's start-up trials are random draws from it, so the two runs of a
-   seed begin with the same networks and part ways when TPE's model takes over.
-2. **Latency first**: with a latency budget, the same sampler and seed with ``latency_first`` on
-   (measure, then train only what fits) and off (measure and train sent at once); the training
-   each makes the train workers do, and the feasible front each reaches. Once with TPE (the
-   product's default, which soon proposes networks within the budget) and once with random
-   sampling (which keeps proposing over-budget ones, as any search does before it has learnt
-   where the budget lies); the random runs draw part 1's networks again, so they cost seconds.
+1. **Samplers.** random, TPE as ``hpc2edge search`` configures it, NSGA-II, Optuna's GP sampler
+   (where the installed Optuna has one) and the paper's scalarised objective (TPE on
+   ``1000 * val_mse + latency_ms``), ``--seeds`` seeds each, at each budget of ``--trials``.
+   Per sampler and budget: the hypervolume (validation MSE against p50 latency, both minimised)
+   as a ratio to random's of the same seed, with the mean and its 95 % CI over seeds (Student
+   t), and the GPU-hours of training spent until the hypervolume first reached 95 % of the best
+   any run reached at that budget (the median over the seeds that reached it, and how many did).
+   The hypervolume's reference point is the benchmark's: the constant predictor's validation
+   MSE and 1.1 x the slowest latency recorded, so a network no better than the mean adds
+   nothing. A sampler's seed is the study's and the training noise's: seed k of every sampler
+   sees the same loss for the same network.
 
-Set-up, the same for every run: the ``cnn3d`` space pinned to 8 x 41 x 41 inputs (the demo's
-pin); latency from ONNX Runtime on this CPU (one intra-op thread, the ``quick`` protocol, batch
-1); ``train_request`` on the tiny synthetic data of ``make_tiny_data`` (3 objects x 128 lines; a
-random 25 % of lines held out as test, 20 % of the rest for validation), engine ``single``, one
-epoch, Adam lr 1e-2, batch 8, seed 0; ``--parallel`` candidates in flight (default 2, the
-orchestrator's minimum when it counts live workers); no baseline job.
-
-Choices that keep the comparison fair and the run within minutes:
-
-- **One measurement store for the sampler runs**, with the edge probe set so lookups work from
-  a run's first trial: a network measured once is looked up afterwards (the product's own
-  cache). Latency is a property of the network on this device, so every run sees the same
-  number for the same network.
-- **An empty measurement store for each latency-first run**: over a store that already knows a
-  network, its latency is there before anything is sent, so both modes would skip training the
-  same networks and the comparison would show nothing. Latency first pays off on networks new
-  to the device: each mode starts with none known and sends its measure tasks.
-- **Results memoised by architecture**: a network is trained (and measured) once per bench run;
-  later tasks for it get the first result. Requests differ only in their trial key and training
-  is seeded (the same network gives the same loss on a rerun), so the fronts are the ones
-  retraining would give, and a network has one latency in every run (no flip across the budget
-  from timing noise). Times are always those of the first, real, run; the output says how many
-  tasks the memo answered.
-- **A worker-like dispatcher**: a task runs when it is sent, as an idle worker would take it.
-  The plain inline dispatcher runs a task on its first poll, so a train task the orchestrator
-  stops caring about (without latency first, a trial is pruned once its latency is over budget)
-  would never run and its cost would go missing; a Celery train worker trains it anyway.
-- **Hypervolume reference point**, common to every run: loss = the validation MSE of the
-  constant predictor (the training split's mean target; one split for all trials), so a network
-  no better than predicting the mean adds nothing and one diverged training cannot stretch the
-  box; latency = 1.1 x the largest p50 measured in any run. Hypervolumes are printed as a
-  fraction of that box (loss_ref x latency_ref).
-- **Latency budget** (part 2): the median p50 of the distinct networks random sampling drew in
-  part 1, a uniform sample of the pinned space: about half of the space is over it.
-
-Read the sampler figures with care: at the default 10 trials TPE has 6 model-guided asks, a
-network's latency is measured afresh in each bench run (its noise moves TPE's later asks and the
-reference latency), and one lucky random draw moves a seed's hypervolume a lot. Two runs on a
-shared 2-core machine gave TPE / random 0.81x and 0.80x, TPE ahead on 2 and on 1 of 3 seeds;
-``--trials 30 --seeds 5`` (several times longer) says more. The defaults take 6-9 minutes on
-2 CPU cores: about 47 distinct networks, trained and measured once each.
+   The smaller budgets are the first trials of the largest budget's runs: a run of N trials
+   asks its first N exactly as an N-trial run does (same start-up trials, 10 at every budget
+   here; each ask sees the same history), so one 128-trial run gives the 32- and 64-trial
+   figures. GPU-hours count the training time of the trials finished by then (what a study of
+   that budget had paid), not training still running.
+2. **The paper's headline, in kind.** At 64 trials: the speed-up (p50) of the fastest front
+   member whose validation loss is at least 1.35x lower than the trained baseline's (the paper
+   reports ~8.8x), mean and CI over seeds, per sampler.
+3. **Fleet scale.** 256 train workers, 16 edge units, 2,000 trials of one-minute trainings (the
+   benchmark's training times scaled so that their mean is 60 s), on each study storage
+   (SQLite, PostgreSQL when a server can be started here, Optuna's journal file): the
+   orchestrator's CPU per trial in each quarter of the run (flat, or growing with the trials),
+   and the time the fleet's workers stood idle because of the orchestrator. The orchestrator's
+   CPU time moves the virtual clock here (a busy loop makes workers wait, as it would in a real
+   fleet), so these runs are not deterministic.
 
 Usage::
 
-    python bench/search.py [--trials 10] [--seeds 3] [--parallel 2] [--json OUT]
+    python bench/search.py [--seeds 20] [--trials 32,64,128] [--samplers ...] [--fleet-trials
+        2000] [--no-fleet] [--json OUT]
+
+The defaults take about an hour on 2 CPU cores; ``--seeds 5 --fleet-trials 500`` a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -87,570 +64,385 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 
-from hpc2edge.cli.search import DEMO_PIN  # noqa: E402
-from hpc2edge.search import candidate as cand  # noqa: E402
-from hpc2edge.search import study as st  # noqa: E402
-from hpc2edge.search.dispatch import Handler, InlineDispatcher, local_handlers  # noqa: E402
-from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, hypervolume_2d  # noqa: E402
-from hpc2edge.search.orchestrator import Orchestrator, SearchConfig  # noqa: E402
-from hpc2edge.space import get_space  # noqa: E402
-from hpc2edge.space.base import ArchSpec, TrainingHParams  # noqa: E402
-from hpc2edge.store.artifacts import ArtifactStore, DirectoryArtifactStore  # noqa: E402
-from hpc2edge.store.measurements import MeasurementStore  # noqa: E402
+from hpc2edge.search.objectives import hypervolume_2d  # noqa: E402
+from hpc2edge.sim import benchmark as bm  # noqa: E402
+from hpc2edge.sim.fleet import SimTimes  # noqa: E402
+from hpc2edge.sim.run import (  # noqa: E402
+    HEADLINE_LOSS_RATIO,
+    Finished,
+    SimConfig,
+    SimResult,
+    mean_ci95,
+    simulate,
+)
 
-SPACE = "cnn3d"
-PIN = DEMO_PIN  # 8 x 41 x 41: seconds per candidate on a CPU
-PROTOCOL = "quick"
-TRAIN = {"epochs": 1, "lr": 1e-2, "batch_size": 8, "test_fraction": 0.25, "engine": "single"}
-#: The reference latency is this factor times the largest p50 any run measured.
-LATENCY_REF_FACTOR = 1.1
-#: Samplers of the latency-first comparison: TPE as the product runs it, and random sampling,
-#: which never learns to avoid the over-budget region.
-BUDGET_SAMPLERS = ("tpe", "random")
-
-
-# --- the workers --------------------------------------------------------------------------------
-
-
-class WorkerLikeDispatcher(InlineDispatcher):
-    """Runs a task as soon as it is sent, as an idle worker would, whether or not it is polled."""
-
-    def submit(self, kind: str, payload: dict[str, Any], task_id: str, expires_s: float) -> None:
-        super().submit(kind, payload, task_id, expires_s)
-        self.poll(task_id)  # runs the handler now and keeps the outcome for the real polls
+#: name -> (sampler, objective). The paper's entry is TPE on its scalarised score.
+SAMPLERS = {
+    "random": ("random", "pareto"),
+    "tpe": ("tpe", "pareto"),
+    "nsga2": ("nsga2", "pareto"),
+    "gp": ("gp", "pareto"),
+    "paper": ("tpe", "paper"),
+}
+DEFAULT_SAMPLER = "tpe"
+HEADLINE_TRIALS = 64
+REACH = 0.95
 
 
-@dataclass
-class TaskLog:
-    """Wraps the real handlers: results memoised by architecture, every task recorded.
-
-    ``run`` names the study being run; each record carries it, so costs are counted per run.
-    """
-
-    measure_handler: Handler
-    train_handler: Handler
-    run: str = ""
-    memo: dict[str, dict[str, Any]] = field(default_factory=dict)
-    measure_memo: dict[tuple, dict[str, Any]] = field(default_factory=dict)
-    trains: list[dict[str, Any]] = field(default_factory=list)
-    measures: list[dict[str, Any]] = field(default_factory=list)
-
-    def measure(self, payload: dict[str, Any]) -> dict[str, Any] | None:
-        # The ONNX bytes (hence the artifact key) follow from the spec and the export seed.
-        key = (payload["arch_id"], payload["artifact_key"], payload["precision"],
-               tuple(payload["batch_sizes"]))  # fmt: skip
-        memoised = key in self.measure_memo
-        if not memoised:
-            t0_s = time.perf_counter()
-            result = self.measure_handler(payload)
-            assert result is not None  # measure_request always answers
-            self.measure_memo[key] = {**result, "handler_s": time.perf_counter() - t0_s}
-        first = self.measure_memo[key]
-        self.measures.append({"run": self.run, "memoised": memoised, "seconds": first["handler_s"]})
-        return dict(first)
-
-    def train(self, payload: dict[str, Any]) -> dict[str, Any] | None:
-        arch_id = ArchSpec.from_dict(payload["spec"]).arch_id
-        memoised = arch_id in self.memo
-        if not memoised:
-            t0_s = time.perf_counter()
-            result = self.train_handler(payload)
-            assert result is not None  # train_request always answers
-            self.memo[arch_id] = {**result, "handler_s": time.perf_counter() - t0_s}
-        first = self.memo[arch_id]
-        self.trains.append(
-            {
-                "run": self.run,
-                "arch_id": arch_id,
-                "memoised": memoised,
-                "status": first.get("status"),
-                # The first training's figures, also when the memo answered. task_s: the task
-                # function from call to return (what a worker is busy for: child start-up and
-                # data indexing included); wall_s: the child's own run; train_s: its epochs.
-                "task_s": first["handler_s"],
-                "train_s": first.get("train_s") or 0.0,
-                "wall_s": first.get("wall_s") or 0.0,
-            }
-        )
-        return {**first, "trial_key": payload["trial_key"], "memoised": memoised}
-
-    def handlers(self) -> dict[str, Handler]:
-        return {"measure": self.measure, "train": self.train}
+# --- one run, cut at a budget -------------------------------------------------------------------
 
 
-# --- one study ----------------------------------------------------------------------------------
+def upto(result: SimResult, n: int) -> list[Finished]:
+    """The run's first ``n`` trials (by number), in the order they finished."""
+    return [f for f in result.finished if f.number < n]
 
 
-@dataclass
-class Bench:
-    """What every run shares: storage, the measurement store, artifacts, the training plan."""
-
-    trials: int
-    parallel: int
-    storage_url: str
-    store: MeasurementStore
-    artifacts: ArtifactStore
-    log: TaskLog
-    plan: cand.TrainPlan
-    edge_probe: dict[str, Any]
-
-    def run(
-        self,
-        name: str,
-        sampler: str,
-        seed: int,
-        objective: Objective,
-        *,
-        latency_first: bool,
-        store: MeasurementStore | None = None,
-    ) -> dict[str, Any]:
-        """Run one study to ``trials`` finished trials; its trials and what they cost.
-
-        ``store`` is the measurement store the orchestrator looks latencies up in (default: the
-        one the sampler runs share).
-        """
-        study = st.open_study(
-            name,
-            self.storage_url,
-            objective,
-            st.make_sampler(sampler, objective, seed=seed, trials=self.trials),
-        )
-        dispatcher = WorkerLikeDispatcher(
-            self.log.handlers(), self.artifacts, edge_probe=self.edge_probe
-        )
-        config = SearchConfig(
-            trials=self.trials,
-            parallel=self.parallel,
-            latency_first=latency_first,
-            protocol=PROTOCOL,
-            baseline=False,
-            pin=PIN,
-        )
-        orchestrator = Orchestrator(
-            study, dispatcher, get_space(SPACE), objective, store or self.store, self.plan, config
-        )
-        self.log.run = name
-        t0_s = time.perf_counter()
-        summary = orchestrator.run()
-        wall_s = time.perf_counter() - t0_s
-        trains = [r for r in self.log.trains if r["run"] == name]
-        measures = [r for r in self.log.measures if r["run"] == name]
-        return {
-            "study": name,
-            "sampler": sampler,
-            "seed": seed,
-            "latency_first": latency_first,
-            "latency_budget_ms": objective.latency_budget_ms,
-            "wall_s": wall_s,
-            "complete": summary["complete"],
-            "pruned": summary["pruned"],
-            "failed": summary["failed"],
-            "front_size": len(summary["front"]),
-            "measure_tasks": dispatcher.count("measure"),
-            "measurements_reused": summary["measurements_reused"],
-            "measure_tasks_memoised": sum(r["memoised"] for r in measures),
-            "measure_s": sum(r["seconds"] for r in measures),
-            "train_tasks": dispatcher.count("train"),
-            "train_tasks_memoised": sum(r["memoised"] for r in trains),
-            "train_tasks_failed": sum(r["status"] != "ok" for r in trains),
-            # What the train workers spent on this run's tasks (the first training's figures).
-            "train_task_s": sum(r["task_s"] for r in trains),
-            "train_wall_s": sum(r["wall_s"] for r in trains),
-            "train_s": sum(r["train_s"] for r in trains),
-            "trials": [_trial_record(t) for t in study.get_trials(deepcopy=False)],
-        }
-
-
-def _trial_record(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    a = t.user_attrs
-    return {
-        "number": t.number,
-        "state": t.state.name,
-        "arch_id": a.get("arch_id"),
-        "val_mse": a.get("val_mse"),
-        "latency_ms": a.get("latency_ms"),
-        "constraint": a.get(CONSTRAINT_ATTR),
-        "val_mse_constant": (a.get("train") or {}).get("val_mse_constant"),
-        "reason": a.get("reason"),
-    }
-
-
-# --- hypervolume --------------------------------------------------------------------------------
-
-
-def front_points(trials: Sequence[dict[str, Any]], below: int | None = None) -> list[tuple]:
-    """(val MSE, latency) of the feasible complete trials numbered below ``below`` (all: None)."""
+def points(finished: Sequence[Finished]) -> list[tuple[float, float]]:
     return [
-        (t["val_mse"], t["latency_ms"])
-        for t in trials
-        if t["state"] == "COMPLETE"
-        and (t["constraint"] or 0.0) <= 0.0
-        and (below is None or t["number"] < below)
+        (f.val_mse, f.latency_ms)
+        for f in finished
+        if f.state == "complete" and f.feasible and f.val_mse is not None and f.latency_ms
     ]
 
 
-def hv_fraction(points: Sequence[tuple], reference: tuple[float, float]) -> float:
-    """The hypervolume of ``points`` as a fraction of the box from (0, 0) to ``reference``."""
-    return hypervolume_2d(points, reference) / (reference[0] * reference[1])
+def hv(result: SimResult, n: int) -> float:
+    return hypervolume_2d(points(upto(result, n)), result.reference)
 
 
-def checkpoints(trials: int, every: int) -> list[int]:
-    """Trial counts the hypervolume is reported after: every ``every``, and the last."""
-    counts = list(range(every, trials + 1, every)) if every > 0 else []
-    return counts if counts and counts[-1] == trials else [*counts, trials]
+def gpu_h_to_reach(result: SimResult, n: int, target: float) -> float | None:
+    """GPU-hours of the trials finished when the first ``n`` trials' hypervolume first reached
+    ``target`` (None: never)."""
+    done = upto(result, n)
+    spent = 0.0
+    for k, f in enumerate(done, 1):
+        spent += f.train_s
+        if hypervolume_2d(points(done[:k]), result.reference) >= target:
+            return spent / 3600
+    return None
 
 
-def reference_point(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The common reference: the constant predictor's val MSE, 1.1 x the largest p50."""
-    trials = [t for r in runs for t in r["trials"]]
-    constants = {round(t["val_mse_constant"], 12) for t in trials if t["val_mse_constant"]}
-    latencies = [t["latency_ms"] for t in trials if t["latency_ms"] is not None]
-    if not constants or not latencies:
-        raise RuntimeError("no trial was both trained and measured: nothing to compare")
-    # One data split for every trial, so one constant; should that ever change, the largest
-    # keeps every run's box the same.
-    return {
-        "val_mse": max(constants),
-        "val_mse_constants_seen": len(constants),
-        "latency_ms": LATENCY_REF_FACTOR * max(latencies),
-        "max_latency_ms": max(latencies),
-    }
+def headline(result: SimResult, n: int) -> float | None:
+    """Speed-up of the fastest front member of the first ``n`` trials whose loss is at least
+    1.35x lower than the trained baseline's."""
+    if result.baseline is None:
+        return None
+    b_loss, b_ms = result.baseline["val_mse"], result.baseline["latency_ms"]
+    better = [ms for loss, ms in points(upto(result, n)) if loss * HEADLINE_LOSS_RATIO <= b_loss]
+    return b_ms / min(better) if better else None
 
 
-# --- the benchmark ------------------------------------------------------------------------------
+# --- the three parts ----------------------------------------------------------------------------
 
 
-def run_benchmark(
-    trials: int, seeds: int, parallel: int, hv_every: int, tmp: Path
-) -> dict[str, Any]:
-    """Both comparisons in ``tmp``; returns the figures, as written by ``--json``."""
-    from hpc2edge.latency import get_backend, telemetry
-    from hpc2edge.testing.training import make_tiny_data
-
-    machine = _machine.describe(
-        {"optuna": "optuna", "onnxruntime": "onnxruntime", "torch": "torch"}
-    )
-    started_s = time.perf_counter()
-    paths = make_tiny_data(tmp / "data")
-    artifacts = DirectoryArtifactStore(tmp / "artifacts")
-    real = local_handlers(tmp / "train-state", artifacts)  # one intra-op thread, as the default
-    probe_backend = get_backend("onnxruntime", intra_op_threads=1)
-    store = MeasurementStore(f"sqlite:///{tmp / 'measurements.db'}")
-    bench = Bench(
-        trials=trials,
-        parallel=parallel,
-        storage_url=f"sqlite:///{tmp / 'search.db'}",
-        store=store,
-        artifacts=artifacts,
-        log=TaskLog(real["measure"], real["train"]),
-        plan=cand.TrainPlan(
-            data_paths=tuple(str(p) for p in paths),
-            hparams=TrainingHParams(
-                lr=TRAIN["lr"], batch_size_per_gpu=TRAIN["batch_size"], epochs=TRAIN["epochs"]
-            ),
-            epochs=TRAIN["epochs"],
-            test_fraction=TRAIN["test_fraction"],
-            resources={"engine": TRAIN["engine"], "nproc": 1},
-        ),
-        # What `hpc2edge.ping` on an edge worker answers: lookups hit from a run's first trial.
-        edge_probe={
-            "measurement": {
-                "device": telemetry.fingerprint(),
-                "backend": probe_backend.fingerprint(),
-            }
-        },
-    )
-    try:
-        sampler_runs: list[dict[str, Any]] = []
+def run_samplers(
+    bench: Any, names: Sequence[str], seeds: int, trials: int, workers: int, units: int
+) -> dict[str, list[SimResult]]:
+    runs: dict[str, list[SimResult]] = {}
+    started = time.monotonic()
+    for name in names:
+        sampler, objective = SAMPLERS[name]
+        runs[name] = []
         for seed in range(seeds):
-            for sampler in ("random", "tpe"):
-                run = bench.run(f"{sampler}-seed{seed}", sampler, seed, Objective("pareto"),
-                                latency_first=True)  # fmt: skip
-                sampler_runs.append(run)
-                _progress(run, started_s)
+            config = SimConfig(
+                trials=trials,
+                sampler=sampler,
+                seed=seed,
+                objective=objective,
+                train_workers=workers,
+                units={bench.kinds[0]: units},
+            )
+            runs[name].append(simulate(bench, config))
+            print(
+                f"  [{time.monotonic() - started:6.0f} s] {name} seed {seed}: "
+                f"HV {runs[name][-1].hv_share:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return runs
 
-        random_latency = {
-            t["arch_id"]: t["latency_ms"]
-            for r in sampler_runs
-            if r["sampler"] == "random"
-            for t in r["trials"]
-            if t["latency_ms"] is not None
-        }
-        budget_ms = statistics.median(random_latency.values())
-        budget_runs = []
-        for sampler in BUDGET_SAMPLERS:
-            for latency_first in (True, False):
-                name = f"budget-{sampler}-seed0-{'lf' if latency_first else 'no-lf'}"
-                # A store of its own, empty: over the shared one every latency would be known
-                # before anything is sent, and both modes would skip training the same networks.
-                fresh = MeasurementStore(f"sqlite:///{tmp / f'measurements-{name}.db'}")
+
+def sampler_table(runs: dict[str, list[SimResult]], budgets: Sequence[int]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for n in budgets:
+        best = max(hv(r, n) for rs in runs.values() for r in rs)
+        row: dict[str, Any] = {"best_hv_share": None, "samplers": {}}
+        for name, rs in runs.items():
+            ratios = [
+                hv(r, n) / hv(b, n) for r, b in zip(rs, runs["random"], strict=True) if hv(b, n) > 0
+            ]
+            m, lo, hi = mean_ci95(ratios)
+            reach = [gpu_h_to_reach(r, n, REACH * best) for r in rs]
+            reached = [x for x in reach if x is not None]
+            heads = [h for h in (headline(r, n) for r in rs) if h is not None]
+            hm, hlo, hhi = mean_ci95(heads)
+            row["samplers"][name] = {
+                "hv_share_mean": statistics.fmean(hv(r, n) / _box(r) for r in rs),
+                "hv_ratio_vs_random": {"mean": m, "ci95": [lo, hi], "n": len(ratios)},
+                "gpu_h_to_95pct_best": {
+                    "median": statistics.median(reached) if reached else None,
+                    "reached": len(reached),
+                    "runs": len(rs),
+                },
+                "headline_speedup": {
+                    "mean": hm,
+                    "ci95": [hlo, hhi],
+                    "n": len(heads),
+                    "runs": len(rs),
+                },
+            }
+        row["best_hv_share"] = best / _box(next(iter(runs.values()))[0])
+        table[str(n)] = row
+    return table
+
+
+def _box(r: SimResult) -> float:
+    return r.reference[0] * r.reference[1]
+
+
+@contextlib.contextmanager
+def storages(names: Sequence[str], tmp: Path) -> Iterator[dict[str, str]]:
+    """Storage URLs by name; PostgreSQL on a throwaway server of this run's own (skipped, with
+    a line saying why, where none can be started)."""
+    urls: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            if name == "sqlite":
+                urls[name] = f"sqlite:///{tmp / 'fleet.db'}"
+            elif name == "journal":
+                urls[name] = f"journal:{tmp / 'fleet.journal'}"
+            elif name == "postgresql":
                 try:
-                    run = bench.run(name, sampler, 0, Objective("pareto", budget_ms),
-                                    latency_first=latency_first, store=fresh)  # fmt: skip
-                finally:
-                    fresh.close()
-                budget_runs.append(run)
-                _progress(run, started_s)
-    finally:
-        store.close()
+                    from tests.support import postgres
 
-    reference = reference_point([*sampler_runs, *budget_runs])
-    ref = (reference["val_mse"], reference["latency_ms"])
-    counts = checkpoints(trials, hv_every)
-    for run in [*sampler_runs, *budget_runs]:
-        run["hv"] = hv_fraction(front_points(run["trials"]), ref)
-        run["hv_curve"] = {k: hv_fraction(front_points(run["trials"], k), ref) for k in counts}
+                    server = stack.enter_context(postgres.server())
+                    urls[name] = stack.enter_context(server.database())
+                except Exception as exc:  # no server here: the other storages still run
+                    print(f"  postgresql skipped: {exc}", file=sys.stderr)
+            else:
+                raise ValueError(f"unknown storage {name!r}")
+        yield urls
 
-    samplers: dict[str, Any] = {}
-    for sampler in ("tpe", "random"):
-        runs = [r for r in sampler_runs if r["sampler"] == sampler]
-        samplers[sampler] = {
-            "hv_by_seed": [r["hv"] for r in runs],
-            "hv_mean": statistics.fmean(r["hv"] for r in runs),
-            "hv_curve_mean": {k: statistics.fmean(r["hv_curve"][k] for r in runs) for k in counts},
-        }
-    pairs = zip(samplers["tpe"]["hv_by_seed"], samplers["random"]["hv_by_seed"], strict=True)
-    tpe_wins = sum(t > r for t, r in pairs)
-    latency_first = {
-        sampler: _latency_first_figures(
-            *[r for r in budget_runs if r["sampler"] == sampler]  # (latency first, everything)
-        )
-        for sampler in BUDGET_SAMPLERS
+
+def run_fleet(
+    bench: Any,
+    trials: int,
+    workers: int,
+    units: int,
+    train_s: float,
+    names: Sequence[str],
+    sampler: str,
+) -> dict[str, Any]:
+    import tempfile
+
+    rows = list(bench.rows.values())
+    mean_train = statistics.fmean(r.curves[0].s_per_epoch for r in rows) * _epochs(bench)
+    times = SimTimes(train_scale=train_s / mean_train)
+    out: dict[str, Any] = {
+        "trials": trials,
+        "train_workers": workers,
+        "units": units,
+        "mean_train_s": train_s,
+        "sampler": sampler,
+        "storages": {},
     }
-    return {
-        "benchmark": "hpc2edge search: TPE vs random, latency first vs not",
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine,
-        "settings": {
-            "space": SPACE,
-            "pin": PIN,
-            "protocol": PROTOCOL,
-            "latency_backend": "onnxruntime, CPU, 1 intra-op thread, batch 1",
-            "train": {**TRAIN, "data": "make_tiny_data (3 objects x 1 layer x 128 lines)"},
-            "trials": trials,
-            "seeds": seeds,
-            "parallel": parallel,
-            "hv_every": hv_every,
-        },
-        "reference": {
-            **reference,
-            "choice": "val MSE of the constant predictor; latency 1.1 x the largest p50 measured",
-        },
-        "samplers": samplers,
-        "hv_ratio_tpe_over_random": _ratio(
-            samplers["tpe"]["hv_mean"], samplers["random"]["hv_mean"]
-        ),
-        "tpe_wins": tpe_wins,
-        "latency_budget_ms": budget_ms,
-        "latency_budget_choice": f"median p50 of the {len(random_latency)} distinct networks "
-        "random sampling drew in part 1",
-        "latency_first": latency_first,
-        "runs": [*sampler_runs, *budget_runs],
-        "train_tasks_total": len(bench.log.trains),
-        "train_tasks_memoised": sum(r["memoised"] for r in bench.log.trains),
-        "distinct_networks_trained": len(bench.log.memo),
-        "measure_tasks_total": len(bench.log.measures),
-        "measure_tasks_memoised": sum(r["memoised"] for r in bench.log.measures),
-        "distinct_networks_measured": len(bench.log.measure_memo),
-        "run_time_s": time.perf_counter() - started_s,
-        "load_avg_1m_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
+    with tempfile.TemporaryDirectory() as tmp, storages(names, Path(tmp)) as urls:
+        for name, url in urls.items():
+            t0 = time.monotonic()
+            r = simulate(
+                bench,
+                SimConfig(
+                    trials=trials,
+                    sampler=sampler,
+                    seed=0,
+                    train_workers=workers,
+                    units={bench.kinds[0]: units},
+                    times=times,
+                    storage=url,
+                    charge_cpu=True,
+                    baseline=False,
+                ),
+            )
+            train, edge = r.use["train"], r.use[_edge_queue(bench)]
+            span = r.virtual_s
+            asks = r.ask_cpu_per_trial(4)
+            loop_ms = 1000 * (r.cpu_s - sum(r.ask_cpu_s)) / trials
+            out["storages"][name] = {
+                "wall_s": time.monotonic() - t0,
+                "cpu_ms_per_trial": 1000 * r.cpu_s / trials,
+                "loop_ms_per_trial_without_asks": loop_ms,
+                "ask_ms_by_quarter": [1000 * q for q in asks],
+                "ask_growth_last_over_first_quarter": asks[-1] / asks[0],
+                "virtual_hours": span / 3600,
+                "train_busy_share": train["busy_share"],
+                "train_idle_while_loop_busy_share": train["idle_while_loop_busy_s"]
+                / (workers * span),
+                "train_idle_while_ready_share": train.get("idle_while_ready_s", 0.0)
+                / (workers * span),
+                "edge_idle_while_ready_s": edge.get("idle_while_ready_s", 0.0),
+                "edge_busy_share": edge["busy_share"],
+                "orchestrator_busy_share": r.cpu_s / span,
+            }
+            print(f"  fleet on {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    return out
 
 
-def _latency_first_figures(lf: dict[str, Any], everything: dict[str, Any]) -> dict[str, Any]:
-    """Latency first against training everything: ratios (first / everything) and savings."""
-    same = zip(lf["trials"], everything["trials"], strict=True)
-    return {
-        "same_networks": sum(a["arch_id"] == b["arch_id"] for a, b in same),
-        "over_budget": sum(t["state"] == "PRUNED" for t in lf["trials"]),
-        "train_tasks_ratio": _ratio(lf["train_tasks"], everything["train_tasks"]),
-        "train_tasks_saved": everything["train_tasks"] - lf["train_tasks"],
-        "train_task_s_ratio": _ratio(lf["train_task_s"], everything["train_task_s"]),
-        "train_task_s_saved": everything["train_task_s"] - lf["train_task_s"],
-        "train_wall_s_ratio": _ratio(lf["train_wall_s"], everything["train_wall_s"]),
-        "train_s_ratio": _ratio(lf["train_s"], everything["train_s"]),
-        "hv_ratio": _ratio(lf["hv"], everything["hv"]),
-    }
+def _epochs(bench: Any) -> int:
+    return int((bench.header.get("recipe") or {}).get("epochs") or bench.max_epochs)
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
+def _edge_queue(bench: Any) -> str:
+    from hpc2edge.roles import edge_queue
 
-
-def _progress(run: dict[str, Any], started_s: float) -> None:
-    print(
-        f"[{time.perf_counter() - started_s:6.0f} s] {run['study']}: {run['complete']} complete, "
-        f"{run['pruned']} pruned, {run['failed']} failed; {run['measure_tasks']} measured, "
-        f"{run['train_tasks']} trained ({run['train_tasks_memoised']} from the memo) "
-        f"in {run['wall_s']:.0f} s",
-        file=sys.stderr,
-        flush=True,
-    )
+    return edge_queue(bench.kinds[0])
 
 
 # --- output -------------------------------------------------------------------------------------
 
 
-def _load(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def _x(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None else f"{value:{spec}}x"
+def _x(v: float | None, spec: str = ".2f") -> str:
+    return "-" if v is None else f"{v:{spec}}x"
 
 
 def render(report: dict[str, Any]) -> str:
-    """The human-readable tables of ``report`` (the dict :func:`run_benchmark` returns)."""
-    m, s, ref = report["machine"], report["settings"], report["reference"]
-    t = s["train"]
-    load = _load(m["load_avg_1m"])
-    runs = report["runs"]
-    counts = list(runs[0]["hv_curve"])
     lines = [
-        f"{report['benchmark']} ({report['time_utc']})",
-        f"machine: {m['platform']}, Python {m['python']}, {m['cpu_count']} CPUs "
-        f"({m['cpu_model'] or 'unknown model'}), load avg 1 min {load} at start",
-        f"software: optuna {m['optuna']}, onnxruntime {m['onnxruntime']}, torch {m['torch']}",
-        f"space: {s['space']} pinned to {s['pin']['frames']} x {s['pin']['size']} x "
-        f"{s['pin']['size']}; {s['trials']} trials per run, {s['parallel']} in flight",
-        f"latency: {s['latency_backend']}, {s['protocol']} protocol",
-        f"training: {t['data']}, test fraction {t['test_fraction']}, engine {t['engine']}, "
-        f"{t['epochs']} epoch, lr {t['lr']:g}, batch {t['batch_size']}, seed 0; "
-        f"{report['distinct_networks_trained']} networks trained, "
-        f"{report['train_tasks_memoised']} of {report['train_tasks_total']} train tasks answered "
-        "from the memo (times are the first training's)",
-        f"measurements: {report['distinct_networks_measured']} networks measured, "
-        f"{report['measure_tasks_memoised']} of {report['measure_tasks_total']} measure tasks "
-        "answered from the memo; the sampler runs share one measurement store",
-        f"hypervolume reference: val MSE {ref['val_mse']:.5f} (constant predictor) x latency "
-        f"{ref['latency_ms']:.3f} ms ({LATENCY_REF_FACTOR:g} x the largest p50, "
-        f"{ref['max_latency_ms']:.3f} ms); HV = fraction of that box dominated (higher is better)",
+        f"benchmark {report['benchmark']['name']}: {report['benchmark']['rows']} recorded "
+        f"architectures; {report['settings']['seeds']} seeds per sampler, "
+        f"{report['settings']['train_workers']} train workers, "
+        f"{report['settings']['units']} edge unit(s)",
         "",
-        f"1. sampler: TPE against random at equal trials ({_n(s['seeds'], 'seed')})",
     ]
-    head = f"{'seed':>4}  {'sampler':8}{'complete':>9}{'failed':>7}{'front':>6}"
-    head += "".join(f"{'HV@' + str(k):>9}" for k in counts)
-    lines.append(head)
-    for r in runs[: 2 * s["seeds"]]:
-        row = f"{r['seed']:>4}  {r['sampler']:8}{r['complete']:>9}{r['failed']:>7}"
-        row += f"{r['front_size']:>6}" + "".join(f"{r['hv_curve'][k]:>9.4f}" for k in counts)
-        lines.append(row)
-    samplers = report["samplers"]
-    for name in ("tpe", "random"):
-        curve = samplers[name]["hv_curve_mean"]
-        lines.append(f"{'mean':>4}  {name:8}{'':22}" + "".join(f"{curve[k]:>9.4f}" for k in counts))
-    lines.append(
-        f"{'':4}  {'TPE/rand':8}{'':22}"
-        + "".join(
-            f"{_x(_ratio(samplers['tpe']['hv_curve_mean'][k], samplers['random']['hv_curve_mean'][k])):>9}"  # noqa: E501
-            for k in counts
-        )
-    )
-    lines.append(
-        f"TPE ahead on {report['tpe_wins']} of {_n(s['seeds'], 'seed')} at {s['trials']} trials"
-    )
-
-    lines += [
-        "",
-        f"2. latency first: budget {report['latency_budget_ms']:.3f} ms "
-        f"({report['latency_budget_choice']}); seed 0; each mode over an empty measurement store",
-        f"{'sampler':8}{'mode':18}{'complete':>9}{'pruned':>7}{'failed':>7}{'train tasks':>12}"
-        f"{'task s':>9}{'wall_s':>9}{'train_s':>9}{'feasible HV':>12}",
-    ]
-    budget_runs = [r for r in runs if r["latency_budget_ms"] is not None]
-    for sampler, figures in report["latency_first"].items():
-        lf, everything = (r for r in budget_runs if r["sampler"] == sampler)
-        for label, r in (("latency first", lf), ("train everything", everything)):
-            lines.append(
-                f"{sampler:8}{label:18}{r['complete']:>9}{r['pruned']:>7}{r['failed']:>7}"
-                f"{r['train_tasks']:>12}{r['train_task_s']:>9.1f}{r['train_wall_s']:>9.1f}"
-                f"{r['train_s']:>9.1f}{r['hv']:>12.4f}"
-            )
+    for n, row in report["samplers"].items():
+        lines.append(f"{n} trials (best hypervolume seen: {row['best_hv_share']:.3f} of the box)")
         lines.append(
-            f"{sampler:8}{'first / everything':18}{'':23}{_x(figures['train_tasks_ratio']):>12}"
-            f"{_x(figures['train_task_s_ratio']):>9}{_x(figures['train_wall_s_ratio']):>9}"
-            f"{_x(figures['train_s_ratio']):>9}{_x(figures['hv_ratio']):>12}"
+            f"  {'sampler':8} {'HV':>6} {'HV / random (95 % CI)':>26} "
+            f"{'GPU h to 95 % best':>22} {'headline speed-up':>24}"
         )
-    same = ", ".join(
-        f"{name} {f['same_networks']} of {s['trials']}"
-        for name, f in report["latency_first"].items()
-    )
-    tpe = report["latency_first"]["tpe"]
-    rnd = report["latency_first"]["random"]
-    lines += [
-        f"  trials that drew the same network in both modes: {same}",
-        "  task s: the train task from call to return, what a worker is busy for (child start-up "
-        "and data indexing included); wall_s: the training child's own run; train_s: its epochs.",
-        "  Without latency first an over-budget trial is pruned when its latency arrives, but its "
-        "train task was sent with the measure task and a worker trains it all the same.",
-        "",
-        f"run time {report['run_time_s']:.0f} s (load avg 1 min {_load(report['load_avg_1m_end'])} "
-        "at the end)",
-        "",
-        f"TPE / random hypervolume at {s['trials']} trials: "
-        f"{_x(report['hv_ratio_tpe_over_random'])} (mean of {_n(s['seeds'], 'seed')}); "
-        f"latency-first training time: {_x(tpe['train_task_s_ratio'])} of training "
-        f"everything with TPE ({tpe['train_task_s_saved']:.0f} s, "
-        f"{_n(tpe['train_tasks_saved'], 'train task')} saved), "
-        f"{_x(rnd['train_task_s_ratio'])} with random sampling ({rnd['train_task_s_saved']:.0f} s, "
-        f"{_n(rnd['train_tasks_saved'], 'train task')} saved)",
-    ]
+        for name, s in row["samplers"].items():
+            r = s["hv_ratio_vs_random"]
+            g = s["gpu_h_to_95pct_best"]
+            h = s["headline_speedup"]
+            reach = (
+                f"{g['median']:.2f} ({g['reached']}/{g['runs']})"
+                if g["median"] is not None
+                else f"- (0/{g['runs']})"
+            )
+            head = (
+                f"{h['mean']:.2f}x ({h['ci95'][0]:.2f}-{h['ci95'][1]:.2f}) {h['n']}/{h['runs']}"
+                if h["n"]
+                else f"- (0/{h['runs']})"
+            )
+            lines.append(
+                f"  {name:8} {s['hv_share_mean']:>6.3f} {r['mean']:>8.3f}x "
+                f"({r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}){'':>3} {reach:>22} "
+                f"{head:>24}"
+            )
+        lines.append("")
+    verdict = report.get("verdict")
+    if verdict:
+        lines.append(verdict)
+        lines.append("")
+    fleet = report.get("fleet")
+    if fleet:
+        lines.append(
+            f"fleet scale: {fleet['trials']} trials ({fleet['sampler']}), "
+            f"{fleet['train_workers']} train workers, {fleet['units']} edge units, "
+            f"{fleet['mean_train_s']:.0f} s trainings"
+        )
+        lines.append(
+            f"  {'storage':10} {'CPU ms/trial':>12} {'loop w/o asks':>13} "
+            f"{'ask ms by quarter':>24} {'growth':>7} "
+            f"{'train busy':>10} {'idle: loop busy':>15} {'idle: ready':>11} "
+            f"{'edge idle, ready':>16}"
+        )
+        for name, f in fleet["storages"].items():
+            q = " / ".join(f"{v:.0f}" for v in f["ask_ms_by_quarter"])
+            lines.append(
+                f"  {name:10} {f['cpu_ms_per_trial']:>12.0f} "
+                f"{f['loop_ms_per_trial_without_asks']:>13.0f} "
+                f"{q:>24} {f['ask_growth_last_over_first_quarter']:>6.2f}x "
+                f"{f['train_busy_share']:>10.1%} "
+                f"{f['train_idle_while_loop_busy_share']:>15.2%} "
+                f"{f['train_idle_while_ready_share']:>11.2%} "
+                f"{f['edge_idle_while_ready_s']:>14.0f} s"
+            )
     return "\n".join(lines)
 
 
-# --- entry point --------------------------------------------------------------------------------
+def verdict(table: dict[str, Any]) -> str | None:
+    row = table.get(str(HEADLINE_TRIALS))
+    if row is None or DEFAULT_SAMPLER not in row["samplers"]:
+        return None
+    r = row["samplers"][DEFAULT_SAMPLER]["hv_ratio_vs_random"]
+    ok = r["ci95"][0] > 1.0
+    return (
+        f"default sampler ({DEFAULT_SAMPLER}) at {HEADLINE_TRIALS} trials: "
+        f"{r['mean']:.3f}x random's hypervolume, CI lower bound {r['ci95'][0]:.3f} "
+        f"({'above' if ok else 'NOT above'} 1.0; goal: >= 1.2x with the lower bound > 1.0)"
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--trials", type=int, default=10, help="trials per run, equal for all (default: 10)"
-    )
-    parser.add_argument(
-        "--seeds", type=int, default=3, help="seeds per sampler in part 1 (default: 3)"
-    )
-    parser.add_argument("--parallel", type=int, default=2, help="candidates in flight (default: 2)")
-    parser.add_argument(
-        "--hv-every",
-        type=int,
-        default=5,
-        help="also report the hypervolume after every N trials (default: 5)",
-    )
-    parser.add_argument(
-        "--json", type=Path, default=None, metavar="OUT", help="also write the figures to OUT"
-    )
-    args = parser.parse_args(argv)
-    if args.trials < 2:
-        parser.error("--trials must be at least 2")
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
-    if args.parallel < 1:
-        parser.error("--parallel must be at least 1")
-    if args.hv_every < 0:
-        parser.error("--hv-every must not be negative")
-    return args
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--benchmark", default=bm.DEFAULT, help="name or file (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--trials", default="32,64,128", help="budgets, comma-separated")
+    p.add_argument("--samplers", default=",".join(SAMPLERS))
+    p.add_argument("--train-workers", type=int, default=4)
+    p.add_argument("--units", type=int, default=1)
+    p.add_argument("--fleet-trials", type=int, default=2000)
+    p.add_argument("--fleet-workers", type=int, default=256)
+    p.add_argument("--fleet-units", type=int, default=16)
+    p.add_argument("--fleet-train-s", type=float, default=60.0)
+    p.add_argument("--fleet-sampler", default=DEFAULT_SAMPLER)
+    p.add_argument("--fleet-storages", default="sqlite,postgresql,journal")
+    p.add_argument("--no-fleet", action="store_true")
+    p.add_argument("--no-samplers", action="store_true")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark, print the tables, optionally write JSON. Returns the exit status."""
     args = parse_args(argv)
-    st.quiet_optuna()
-    # TPE's multivariate, group and constant_liar options are marked experimental in Optuna;
-    # Optuna 5 deprecates samplers' constraints_func (hpc2edge.search.study still passes it).
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=".*constraints_func", category=FutureWarning)
-    with tempfile.TemporaryDirectory(prefix="hpc2edge-bench-search-") as tmp:
-        report = run_benchmark(args.trials, args.seeds, args.parallel, args.hv_every, Path(tmp))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    bench = bm.load(args.benchmark)
+    budgets = sorted(int(x) for x in args.trials.split(","))
+    names = [n for n in args.samplers.split(",") if n]
+    if "random" not in names:
+        names.insert(0, "random")  # the yardstick
+    if "gp" in names and getattr(optuna.samplers, "GPSampler", None) is None:
+        names.remove("gp")
+    report: dict[str, Any] = {
+        "benchmark": {"name": bench.name, "rows": len(bench.rows)},
+        "settings": {
+            "seeds": args.seeds,
+            "budgets": budgets,
+            "train_workers": args.train_workers,
+            "units": args.units,
+            "samplers": names,
+        },
+        "machine": _machine.describe({"optuna": "optuna", "numpy": "numpy"}),
+        "generated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if not args.no_samplers:
+        runs = run_samplers(bench, names, args.seeds, max(budgets), args.train_workers, args.units)
+        report["samplers"] = sampler_table(runs, budgets)
+        report["verdict"] = verdict(report["samplers"])
+    else:
+        report["samplers"] = {}
+    if not args.no_fleet:
+        report["fleet"] = run_fleet(
+            bench,
+            args.fleet_trials,
+            args.fleet_workers,
+            args.fleet_units,
+            args.fleet_train_s,
+            [s for s in args.fleet_storages.split(",") if s],
+            args.fleet_sampler,
+        )
     print(render(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return 0
 
 

@@ -95,6 +95,12 @@ COMMANDS: dict[str, _Entry] = {
         "search of the cnn3d space (8 x 41 x 41 inputs, quick protocol), the front, the report, "
         "the stack down.",
     ),
+    "simulate": _Entry(
+        "simulate",
+        "simulate_cmd",
+        "Try a search strategy on a recorded benchmark: the real orchestrator against simulated "
+        "workers and devices on a virtual clock.",
+    ),
     "report": _Entry(
         "report",
         "report_cmd",

@@ -104,6 +104,8 @@ BASELINE = "baseline"
 COPIED = ("onnx_sha256", "params", "flops")
 #: How often the live workers (each queue's capacity) are counted again.
 WORKERS_EVERY_S = 30.0
+#: How long one step may keep asking new trials before it sends what it asked.
+ASK_BUDGET_S = 1.0
 
 
 Callback = Callable[[str, Job], None]
@@ -177,6 +179,8 @@ class Orchestrator:
         self._parallel = config.parallel
         self._workers_at = 0.0
         self._live: dict[str, int] = {}
+        #: (job, stage) -> the device context of its last store miss (:meth:`_lookup`).
+        self._misses: dict[tuple[str, str], DeviceContext | None] = {}
         self._started = False
 
     # --- life cycle -------------------------------------------------------------------------
@@ -248,9 +252,20 @@ class Orchestrator:
         for job in self.active():
             changed |= self._isolated(job, self._advance)
         changed |= self._send()
+        # Ask for about ASK_BUDGET_S at most, then send what was asked in this step: a step
+        # that asked hundreds of trials first (a fleet's start, each ask a sampler's fit) kept
+        # every worker idle until the next step. The rest are asked in the next steps.
+        deadline, asked = self.clock.time() + ASK_BUDGET_S, []
         while self._n_trials() < self.config.trials and self._busy() < self._parallel:
-            self._new_trial()
+            asked.append(self._new_trial())
             changed = True
+            if self.clock.time() >= deadline:
+                break
+        for job in asked:
+            if not job.done:  # its store lookup, before anything is sent for it
+                self._isolated(job, self._advance)
+        if asked:
+            self._send()
         self.recorder.flush()
         self.lease.beat()
         if self.clock.time() - self._workers_at >= WORKERS_EVERY_S:
@@ -283,7 +298,7 @@ class Orchestrator:
     def _busy(self) -> int:
         return sum(1 for j in self.active() if not waits_for_source(j.attrs))
 
-    def _new_trial(self) -> None:
+    def _new_trial(self) -> Job:
         trial = self.study.ask()
         job = Job(f"trial-{trial.number}", trial.number, {})
         self.jobs[job.key] = job
@@ -292,8 +307,9 @@ class Orchestrator:
             spec = self.space.validate(self.space.suggest(Pinned(trial, self.config.pin)))
         except Hpc2EdgeError as exc:
             self.fail(job, f"spec: {exc}")
-            return
+            return job
         self._take_spec(job, spec)
+        return job
 
     def _take_spec(self, job: Job, spec: ArchSpec) -> None:
         job.spec = spec
@@ -375,7 +391,7 @@ class Orchestrator:
                 return True
         for stage in self.pipeline.stages:
             unsent = self.pipeline.ready(stage, job) and task(job.attrs, stage.name) is None
-            if unsent and self._candidate_for(job, stage) and stage.lookup(self, job):
+            if unsent and self._candidate_for(job, stage) and self._lookup(job, stage):
                 changed = True
             if job.done:
                 return True
@@ -386,6 +402,21 @@ class Orchestrator:
             self._complete(job)
             return True
         return changed
+
+    def _lookup(self, job: Job, stage: Stage) -> bool:
+        """The stage's store lookup, once per job and device context: a miss stays a miss until
+        the kind's context changes (the probe or the first result gives it), so a candidate
+        waiting for a free device is not looked up again on every step (a query each, for
+        every waiting candidate: the loop's largest cost with hundreds of them)."""
+        key = (job.key, stage.name)
+        context = self.contexts.get(stage.queue)
+        if key in self._misses and self._misses[key] == context:
+            return False
+        if stage.lookup(self, job):
+            self._misses.pop(key, None)
+            return True
+        self._misses[key] = context
+        return False
 
     def _gate_stops(self, gate: Gate, job: Job) -> bool:
         # The baseline is always trained: it is the yardstick, not a candidate. Pruned only when
@@ -570,14 +601,20 @@ class Orchestrator:
         )
         self.recorder.tell(job, JobState.COMPLETE, values)
         job.state = JobState.COMPLETE
+        self._forget(job)
         self.emit("finished", job)
 
     def _finish(self, job: Job, state: JobState, reason: str) -> None:
         self.set(job, "reason", reason)
         self.recorder.tell(job, state)
         job.state = state
+        self._forget(job)
         log.info("%s %s: %s", job.label, state, reason)
         self.emit("finished", job)
+
+    def _forget(self, job: Job) -> None:
+        for stage in self.pipeline.stages:
+            self._misses.pop((job.key, stage.name), None)
 
     # --- settings -----------------------------------------------------------------------------
 

@@ -222,8 +222,7 @@ def test_a_send_policy_chooses_what_the_device_gets_next(h: Harness) -> None:
     policy = Largest()
     o = h.orchestrator(trials=4, parallel=4, slots={"edge": 1}, orchestrator={"policy": policy})
     o.start()
-    o.step()  # four trials asked and exported
-    o.step()  # the device's one slot: the policy picks
+    o.step()  # four trials asked and exported, then the device's one slot: the policy picks
     (first,) = [p for k, _, p in h.dispatcher.sent if k == "measure"]
     params = {t.user_attrs["arch_id"]: t.user_attrs["params"] for t in _trials(o)}
     assert params[first["arch_id"]] == max(params.values())

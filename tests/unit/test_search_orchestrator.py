@@ -220,8 +220,7 @@ def test_resume_reattaches_to_tasks_in_flight(h: Harness) -> None:
 def test_resume_resends_a_task_recorded_but_maybe_not_sent(h: Harness) -> None:
     o = h.orchestrator(trials=1, parallel=1)
     o.start()
-    o.step()  # trial 0 asked
-    o.step()  # its measurement sent
+    o.step()  # trial 0 asked, and its measurement sent in the same step
     (trial,) = o.study.get_trials()
     task = trial.user_attrs["measure_task"]
     # Pretend the kill fell between recording the id and the send completing.
