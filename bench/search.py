@@ -209,7 +209,7 @@ def storages(names: Sequence[str], tmp: Path) -> Iterator[dict[str, str]]:
             if name == "sqlite":
                 urls[name] = f"sqlite:///{tmp / 'fleet.db'}"
             elif name == "journal":
-                urls[name] = f"journal:{tmp / 'fleet.journal'}"
+                urls[name] = f"journal:///{tmp / 'fleet.journal'}"
             elif name == "postgresql":
                 try:
                     from tests.support import postgres

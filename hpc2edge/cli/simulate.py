@@ -94,7 +94,7 @@ from hpc2edge.cli.context import BadInput, print_json
     "--storage",
     default=None,
     metavar="URL",
-    help="Optuna storage for the studies (sqlite:///F, postgresql://..., journal:F); "
+    help="Optuna storage for the studies (sqlite:///F, postgresql://..., journal:///F); "
     "default: memory.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")

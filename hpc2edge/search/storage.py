@@ -10,7 +10,7 @@ from typing import Any
 
 from hpc2edge.config import MASK, mask_url
 from hpc2edge.errors import StudyStorageError
-from hpc2edge.util.filemodes import sqlite_path
+from hpc2edge.util.filemodes import journal_path, sqlite_path
 
 
 def _masked(text: str, url: str) -> str:
@@ -25,13 +25,13 @@ def _masked(text: str, url: str) -> str:
 
 
 def open_storage(url: str) -> Any:
-    """An Optuna RDB storage at ``url`` that must already exist (SQLite: the file).
+    """An Optuna storage at ``url`` that must already exist (SQLite, a journal: the file).
 
     Raises:
         StudyStorageError: no such SQLite file, or the database cannot be opened (the message
             carries the URL with its password masked).
     """
-    path = sqlite_path(url)
+    path = sqlite_path(url) or journal_path(url)
     if path is not None and not path.is_file():
         raise StudyStorageError(
             f"no study storage at {path}: run `hpc2edge search` (or `demo`) first, or give "

@@ -1,7 +1,11 @@
 """Opening studies: the storage URL, the sampler, and a study that matches its objective.
 
-The study lives in an Optuna RDB storage: a SQLite file under the state dir by default (one host),
-or a PostgreSQL URL when the orchestrator, the dashboard and the report run on several hosts.
+The study lives in an Optuna storage: a SQLite file under the state dir by default (one host), a
+PostgreSQL URL when the orchestrator, the dashboard and the report run on several hosts, or an
+Optuna journal file (``journal:///PATH``, one host) for searches with hundreds of trials in
+flight: an RDB storage reads every running trial back from the database on each ask, which at
+fleet scale makes the sampler, not the workers, the bottleneck (docs/decisions.md, "Fleet
+simulator").
 Samplers:
 
 - ``tpe`` (default): Optuna's TPE, multi-objective when the objective is ``pareto``, with
@@ -20,13 +24,21 @@ import optuna
 
 from hpc2edge.errors import SearchError
 from hpc2edge.search.objectives import Objective, constraints_func, native_constraints
-from hpc2edge.util.filemodes import private_sqlite
+from hpc2edge.util.filemodes import journal_path, private_file, private_sqlite
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
 
 def storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage; SQLite waits for its lock instead of failing under concurrent writers."""
+    """An RDB storage (SQLite waits for its lock instead of failing under concurrent writers),
+    or Optuna's journal storage for a ``journal:///PATH`` URL (a file on this host: reads come
+    from its in-memory replay, so asks do not slow down with hundreds of trials running)."""
+    journal = journal_path(url)
+    if journal is not None:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        private_file(journal)  # 0600 from the start, as the SQLite file
+        return JournalStorage(JournalFileBackend(str(journal)))
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         private_sqlite(url)  # 0600 from the start: the study holds every trial's record

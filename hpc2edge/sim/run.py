@@ -73,7 +73,7 @@ class SimConfig:
         faults: workers that stop at set times.
         times: durations besides the benchmark's.
         storage: an Optuna storage URL (``sqlite:///...``, ``postgresql://...``,
-            ``journal:PATH``), or None for memory.
+            ``journal:///PATH``), or None for memory.
         charge_cpu: the orchestrator's CPU time moves the virtual clock (fleet-scale runs;
             not deterministic).
         max_jump_s: the longest the virtual clock moves in one sleep.
@@ -134,7 +134,7 @@ class SimResult:
     cpu_s: float
     use: dict[str, dict[str, Any]]
     asks: list[dict[str, Any]]
-    #: CPU seconds of each ``study.ask``, in order (the sampler's share of ``cpu_s``).
+    #: CPU seconds of each new trial's ask and suggestions, in order (the sampler's share).
     ask_cpu_s: list[float] = field(default_factory=list)
 
     @property
@@ -270,7 +270,7 @@ def simulate(
                 benchmark, config, store, fleet, clock, callbacks=[record, waits, *callbacks]
             )
             waits.orchestrator = o
-            ask_cpu_s = _time_asks(o.study)
+            ask_cpu_s = _time_asks(o)
             summary = o.run()
         finally:
             store.close()
@@ -284,20 +284,30 @@ def simulate(
     return result
 
 
-def _time_asks(study: optuna.Study) -> list[float]:
-    """CPU seconds of each ``study.ask`` from now on (the sampler's cost, which grows with the
-    trials), recorded by wrapping this study object's ``ask``."""
+def _time_asks(o: Orchestrator) -> list[float]:
+    """CPU seconds of each new trial's ask and suggestions from now on (the sampler's cost,
+    which grows with the trials: Optuna samples a parameter when the space suggests it),
+    recorded by wrapping this study's ``ask`` and this space's ``suggest``."""
     spent: list[float] = []
-    ask = study.ask
+    ask, suggest = o.study.ask, o.space.suggest
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
+    def timed_ask(*args: Any, **kwargs: Any) -> Any:
         t0 = time.process_time()
         try:
             return ask(*args, **kwargs)
         finally:
             spent.append(time.process_time() - t0)
 
-    study.ask = timed  # type: ignore[method-assign]
+    def timed_suggest(trial: Any) -> Any:
+        t0 = time.process_time()
+        try:
+            return suggest(trial)
+        finally:
+            if spent:
+                spent[-1] += time.process_time() - t0
+
+    o.study.ask = timed_ask  # type: ignore[method-assign]
+    o.space.suggest = timed_suggest  # type: ignore[method-assign]
     return spent
 
 
@@ -464,17 +474,11 @@ def make_sampler(
 def _study(
     name: str, url: str | None, objective: Objective, sampler: optuna.samplers.BaseSampler
 ) -> optuna.Study:
-    if url is None:
-        storage: Any = optuna.storages.InMemoryStorage()
-    elif url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        storage = JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    else:
+    if url is not None:
         return st.open_study(name, url, objective, sampler)
     return optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=optuna.storages.InMemoryStorage(),
         directions=["minimize"] * len(objective.directions),
         sampler=sampler,
     )

@@ -81,6 +81,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(name)
 
 
+def journal_path(url: str) -> Path | None:
+    """The file of a ``journal:///`` URL (an Optuna journal file), or None."""
+    if not url.startswith("journal:///"):
+        return None
+    name = url.removeprefix("journal:///")
+    return Path(name) if name else None
+
+
 def private_sqlite(url: str) -> None:
     """Create the file of a ``sqlite:///`` URL empty and 0600 when missing (its folder 0700).
 
@@ -89,8 +97,13 @@ def private_sqlite(url: str) -> None:
     under the state folder). Other URLs: nothing to do.
     """
     path = sqlite_path(url)
-    if path is None:
-        return
+    if path is not None:
+        private_file(path)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty and 0600 when missing (its folder 0700); an existing file is left
+    as it is."""
     if not path.parent.exists():
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     try:

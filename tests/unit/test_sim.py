@@ -228,3 +228,21 @@ def test_simulate_command_names_a_missing_benchmark(tmp_path: Path, capsys) -> N
     assert main(["simulate", "--benchmark", str(bad)]) != 0
     err = capsys.readouterr().err
     assert str(bad) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_study_on_a_journal_file_is_a_study_the_report_can_read(bench, tmp_path: Path) -> None:
+    """``journal:///PATH``: Optuna's journal storage (asks read an in-memory replay, not every
+    running trial from a database), private like the SQLite file, readable afterwards."""
+    from hpc2edge.errors import StudyStorageError
+    from hpc2edge.search import study as st
+    from hpc2edge.search.storage import open_storage
+
+    path = tmp_path / "state" / "search.journal"
+    url = f"journal:///{path}"
+    with pytest.raises(StudyStorageError, match="no study storage"):
+        open_storage(url)
+    r = simulate(bench, SimConfig(trials=4, sampler="random", storage=url))
+    assert path.is_file() and (path.stat().st_mode & 0o777) == 0o600
+    again = st.load_study("sim-random-0", url)
+    assert len([t for t in again.trials if t.state.name == "COMPLETE"]) == r.counts["complete"]
+    assert open_storage(url) is not None
