@@ -16,12 +16,9 @@ Results have the real workers' shape (:mod:`hpc2edge.sim.results`), so the orche
 and stores them with its own code. A unit reads the model it is sent from the artifact store, as
 a device does; the simulated model's bytes are its spec (:func:`candidate`).
 
-:class:`VirtualClock` is the orchestrator's clock. Time passes when the orchestrator sleeps: a
-sleep of ``s`` seconds moves to the fleet's next event when that comes later, but never more than
-``max_jump_s`` at once, so a timeout is noticed at most that late. With ``charge_cpu`` the
-orchestrator's own CPU time also moves the clock (the loop's cost, as a fleet would see it), and
-the fleet counts the worker-seconds idle while the loop was busy. Without it (the default) a
-seeded simulation is deterministic: the same asks, results and times on every run.
+The fleet runs on the orchestrator's :class:`~hpc2edge.sim.clock.VirtualClock`, which tells it
+when time moves (and whether the loop was computing meanwhile: the fleet then counts the
+worker-seconds idle while the orchestrator had work for them).
 
 Faults (:class:`Fault`) happen at a virtual time: an edge unit drops (it stops answering; the task
 it held is lost, and the orchestrator's timeout and retry take over), or a train worker dies
@@ -36,9 +33,8 @@ import heapq
 import itertools
 import json
 import math
-import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -48,12 +44,10 @@ from hpc2edge.roles import DEFAULT_KIND, QUEUE_TRAIN, check_kind, edge_queue, ki
 from hpc2edge.search import candidate as cand
 from hpc2edge.search.dispatch import Dispatcher, Outcome, task_kind_of_queue
 from hpc2edge.sim import results
+from hpc2edge.sim.clock import VirtualClock
 from hpc2edge.space.base import ArchSpec
 from hpc2edge.store.artifacts import MemoryArtifactStore
 from hpc2edge.transport.taskids import queue_of
-
-#: Where a simulated clock starts (a Unix time, as the orchestrator's timeouts are stored).
-START_S = 1_800_000_000.0
 
 
 class Answered(Protocol):
@@ -197,71 +191,6 @@ class Fault:
             raise ValueError(
                 f"fault {text!r}: expected unit[:KIND]@SECONDS or train@SECONDS ({exc})"
             ) from None
-
-
-class VirtualClock:
-    """The orchestrator's clock in a simulation; see the module docstring."""
-
-    def __init__(
-        self, start: float = START_S, *, max_jump_s: float = 60.0, charge_cpu: bool = False
-    ) -> None:
-        if max_jump_s <= 0:
-            raise ValueError("max_jump_s must be positive")
-        self.start = start
-        self.now = start
-        self.max_jump_s = max_jump_s
-        self.charge_cpu = charge_cpu
-        self.fleet: SimFleet | None = None
-        #: Virtual seconds the orchestrator spent computing (``charge_cpu``) and sleeping.
-        self.busy_s = 0.0
-        self.slept_s = 0.0
-        self._cpu = time.process_time()
-
-    def time(self) -> float:
-        if self.charge_cpu:
-            cpu = time.process_time()
-            if cpu > self._cpu:
-                self._move(self.now + (cpu - self._cpu), busy=True)
-            self._cpu = cpu
-        return self.now
-
-    @contextlib.contextmanager
-    def excluded(self) -> Iterator[None]:
-        """CPU time spent inside is the simulator's own (its answers, its workers), not the
-        orchestrator's: it does not move a charging clock."""
-        t0 = time.process_time()
-        try:
-            yield
-        finally:
-            if self.charge_cpu:
-                self._cpu += time.process_time() - t0
-
-    def sleep(self, seconds: float) -> None:
-        now = self.time()
-        target = now + max(seconds, 0.0)
-        nxt = self.fleet.next_event() if self.fleet is not None else math.inf
-        if nxt > target:
-            target = max(target, min(nxt, now + self.max_jump_s))
-        self._move(target, busy=False)
-        if self.charge_cpu:
-            self._cpu = time.process_time()  # the fleet's own work is not the loop's
-
-    def _move(self, to: float, *, busy: bool) -> None:
-        dt = to - self.now
-        if dt <= 0:
-            return
-        if busy:
-            self.busy_s += dt
-        else:
-            self.slept_s += dt
-        if self.fleet is not None:
-            with self.excluded():
-                self.fleet.advance(to, loop_busy=busy)
-        self.now = to
-
-    @property
-    def elapsed_s(self) -> float:
-        return self.now - self.start
 
 
 @dataclass
@@ -634,7 +563,6 @@ def units_of(values: Iterable[str]) -> tuple[dict[str, int], dict[str, float]]:
 
 
 __all__ = [
-    "START_S",
     "Answered",
     "Answers",
     "Fault",
@@ -642,7 +570,6 @@ __all__ = [
     "QueueUse",
     "SimFleet",
     "SimTimes",
-    "VirtualClock",
     "candidate",
     "units_of",
 ]

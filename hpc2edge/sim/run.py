@@ -40,7 +40,8 @@ from hpc2edge.search.orchestrator import BASELINE, Orchestrator
 from hpc2edge.search.prepare import Preparer
 from hpc2edge.search.records import Job, JobState, task, waits_for_source
 from hpc2edge.search.runconfig import SearchConfig
-from hpc2edge.sim.fleet import Fault, Memo, SimFleet, SimTimes, VirtualClock, candidate
+from hpc2edge.sim.clock import VirtualClock
+from hpc2edge.sim.fleet import Fault, Memo, SimFleet, SimTimes, candidate
 from hpc2edge.space import get_space
 from hpc2edge.space.base import ArchSpec, TrainingHParams
 from hpc2edge.store.measurements import MeasurementStore

@@ -8,7 +8,6 @@ store and benchmark (a formula-made one, :mod:`tests.support.benchmarks`, throug
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import optuna
@@ -19,7 +18,8 @@ from hpc2edge.cli import main
 from hpc2edge.cli.root import cli
 from hpc2edge.search.dispatch import InlineDispatcher
 from hpc2edge.search.records import JobState
-from hpc2edge.sim.fleet import Fault, SimFleet, SimTimes, VirtualClock, units_of
+from hpc2edge.sim.clock import VirtualClock
+from hpc2edge.sim.fleet import Fault, SimFleet, SimTimes, units_of
 from hpc2edge.sim.run import SimConfig, make_fleet, make_orchestrator, simulate
 from hpc2edge.store.measurements import MeasurementStore
 from hpc2edge.testing.fakes import FakeClock
@@ -199,9 +199,7 @@ def test_simulate_command_prints_a_table_and_json(bench, tmp_path: Path) -> None
     )  # fmt: skip
     assert out.exit_code == 0, out.output
     assert "mean HV" in out.output and "formula" in out.output
-    js = runner.invoke(
-        cli, ["simulate", "--benchmark", str(path), "--trials", "4", "--json"]
-    )
+    js = runner.invoke(cli, ["simulate", "--benchmark", str(path), "--trials", "4", "--json"])
     assert js.exit_code == 0, js.output
     data = json.loads(js.output)
     assert len(data["runs"]) == 1 and data["summary"]["hv_share"]["n"] == 1
