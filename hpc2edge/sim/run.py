@@ -416,7 +416,7 @@ def make_orchestrator(
         trials=config.trials,
         parallel=config.parallel,
         latency_first=config.latency_first,
-        protocol=recipe.get("protocol", "quick"),
+        protocol=_protocol(benchmark, next(iter(config.units))),
         devices=tuple((k, None) for k in config.units),
         baseline=config.baseline,
         confirm_front=False,
@@ -430,7 +430,7 @@ def make_orchestrator(
         data_paths=(f"benchmark:{header.get('name', 'unnamed')}",),
         hparams=TrainingHParams(
             lr=float(recipe.get("lr", 1e-3)),
-            batch_size_per_gpu=int(recipe.get("batch_size", 8)),
+            batch_size_per_gpu=int(recipe.get("train_batch_size", recipe.get("batch_size", 8))),
             epochs=epochs,
         ),
         epochs=epochs,
@@ -470,6 +470,20 @@ def make_sampler(
             raise ValueError("sampler gp needs scipy: pip install 'hpc2edge[sim]'") from None
         return gp(seed=seed, n_startup_trials=max(4, min(10, trials // 3)))
     return st.make_sampler(name, objective, seed=seed, trials=trials)
+
+
+def _protocol(benchmark: Any, kind: str) -> str | dict[str, Any]:
+    """The protocol the benchmark's latencies were measured with (what a simulated unit takes
+    to time a network), by name or as a record; ``quick`` when it does not say."""
+    recorded = (benchmark.header.get("latency") or {}).get(kind) or {}
+    protocol = recorded.get("protocol") if isinstance(recorded, dict) else None
+    if isinstance(protocol, str) and protocol in cand.PROTOCOLS:
+        return protocol
+    if isinstance(protocol, dict):
+        if protocol.get("name") in cand.PROTOCOLS:
+            return str(protocol["name"])
+        return {k: v for k, v in protocol.items() if k != "name"}
+    return "quick"
 
 
 def _study(
