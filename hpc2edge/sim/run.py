@@ -216,17 +216,21 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def reference(benchmark: Any, kind: str | None = None) -> tuple[float, float]:
+def reference(benchmark: Any, kind: str | None = None, scale: float = 1.0) -> tuple[float, float]:
     """The hypervolume reference of a benchmark: (the constant predictor's validation MSE,
     1.1 x the slowest median latency it recorded on ``kind``), so a network no better than
-    predicting the mean adds nothing and every run of the benchmark shares one box."""
-    kind = kind or benchmark.kinds[0]
+    predicting the mean adds nothing and every run of the benchmark shares one box. A kind it
+    did not record is simulated as its first kind times ``scale``, and so is its reference."""
+    if kind not in benchmark.kinds:
+        kind = benchmark.kinds[0]
+    else:
+        scale = 1.0
     rows = list(benchmark.rows.values())
     if not rows:
         raise Hpc2EdgeError("the benchmark has no rows")
     constant = max(r.curves[0].val_mse_constant for r in rows)
     slowest = max(r.latency[kind]["median_ms"] for r in rows if kind in r.latency)
-    return float(constant), LATENCY_REF_FACTOR * float(slowest)
+    return float(constant), LATENCY_REF_FACTOR * float(slowest) * scale
 
 
 def simulate(
@@ -276,7 +280,8 @@ def simulate(
         finally:
             store.close()
     cpu_s = time.process_time() - cpu0
-    ref = reference(benchmark, next(iter(config.units)))
+    first = next(iter(config.units))
+    ref = reference(benchmark, first, config.scales.get(first, 1.0))
     use = fleet.utilisation()
     for q, idle_s in waits.idle_s.items():
         use[q]["idle_while_ready_s"] = idle_s
@@ -430,7 +435,7 @@ def make_orchestrator(
         data_paths=(f"benchmark:{header.get('name', 'unnamed')}",),
         hparams=TrainingHParams(
             lr=float(recipe.get("lr", 1e-3)),
-            batch_size_per_gpu=int(recipe.get("train_batch_size", recipe.get("batch_size", 8))),
+            batch_size_per_gpu=int(recipe.get("train_batch_size") or recipe.get("batch_size") or 8),
             epochs=epochs,
         ),
         epochs=epochs,
