@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,24 +28,56 @@ from hpc2edge.cli.context import BadInput, command_settings
 from hpc2edge.config import Settings, measurement_store_url
 from hpc2edge.search.run import run_search
 
-# Parameters of a search run, shared by `search` and `demo` and by bench/search.py.
-DEMO_PIN = {"frames": 8, "size": 41}
+
+def __getattr__(name: str) -> Any:
+    # DEMO_PIN moved to hpc2edge.search.problem (with the demo's data and recipe); loaded on
+    # use so that `search --help` imports no data code.
+    if name == "DEMO_PIN":
+        from hpc2edge.search.problem import DEMO_PIN
+
+        return DEMO_PIN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 FRONT_COLUMNS = (
     "trial", "arch_id", "params", "latency_ms", "p90_ms", "val_mse", "rmse_speed_mm_s",
-    "rmse_power_w", "speedup", "loss_ratio", "unstable",
+    "rmse_power_w", "speedup", "loss_ratio", "unstable", "val_mse_constant",
+    "no_better_than_constant",
 )  # fmt: skip
 #: Marks a p50 whose measurement stayed unstable (it ended by its cap before its CI target).
 UNSTABLE_MARK = "!"
+#: Marks a val MSE that is not below the constant predictor's (a model that learned nothing).
+CONSTANT_MARK = "*"
+
+
+def _mse(value: Any, flagged: Any) -> str:
+    return ("-" if value is None else f"{value:.5f}") + (CONSTANT_MARK if flagged else " ")
+
+
+def constant_legend(constant: float | None) -> str:
+    """The legend line of :data:`CONSTANT_MARK`."""
+    from hpc2edge.report.collect import NO_BETTER_THAN_CONSTANT
+
+    value = "" if constant is None else f", val MSE {constant:.5f}"
+    return f"  {CONSTANT_MARK} {NO_BETTER_THAN_CONSTANT}{value}: it learned nothing"
 
 
 def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
-    """The front as rows (also for ``--json``) and as a text table with baseline ratios."""
-    from hpc2edge.report.collect import front_rows
+    """The front as rows (also for ``--json``) and as a text table with baseline ratios, the
+    constant predictor's val MSE (row ``mean``) and a mark on every model not better than it."""
+    from hpc2edge.report.collect import (
+        baseline_caveat,
+        front_rows,
+        no_better_than_constant,
+        study_constant,
+    )
 
     base_ms = (baseline or {}).get("latency_ms")
     base_mse = (baseline or {}).get("val_mse")
+    base_train = (baseline or {}).get("train") or {}
+    constant = (study_constant(study) or {}).get("val_mse")
+    base_const = base_train.get("val_mse_constant", constant)
+    base_flag = no_better_than_constant(base_mse, base_const)
     # The report's rows (one computation of the ratios), cut to the columns `search` shows.
     rows = [{k: r[k] for k in FRONT_COLUMNS} for r in front_rows(study, baseline)]
 
@@ -55,14 +88,21 @@ def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[
         f"{'trial':>5} {'arch':12} {'params':>9} {'p50 ms':>8} {'p90 ms':>8} {'val MSE':>9} "
         f"{'mm/s':>7} {'W':>6} {'speed-up':>8} {'loss ratio':>10}"
     ]
-    if baseline and baseline.get("latency_ms") is not None:
+    if constant is not None:
+        lines.append(
+            f"{'mean':>5} {'(constant)':12} {'-':>9} {'-':>8} {'-':>8} {_mse(constant, False):>9} "
+            f"{'-':>7} {'-':>6} {'-':>8} {'-':>10}"
+        )
+    shown_base = bool(baseline and baseline.get("latency_ms") is not None)
+    if shown_base:
+        assert baseline is not None
         lines.append(
             f"{'base':>5} {str(baseline.get('arch_id', ''))[:12]:12} "
             f"{fmt(baseline.get('params'), ','):>9} {fmt(base_ms, '.3f'):>8} "
             f"{fmt((baseline.get('latency') or {}).get('p90_ms'), '.3f'):>8} "
-            f"{fmt(base_mse, '.5f'):>9} "
-            f"{fmt((baseline.get('train') or {}).get('val_rmse_speed_mm_s'), '.1f'):>7} "
-            f"{fmt((baseline.get('train') or {}).get('val_rmse_power_w'), '.1f'):>6} "
+            f"{_mse(base_mse, base_flag):>9} "
+            f"{fmt(base_train.get('val_rmse_speed_mm_s'), '.1f'):>7} "
+            f"{fmt(base_train.get('val_rmse_power_w'), '.1f'):>6} "
             f"{'1.00x':>8} {'1.00x':>10}"
         )
     for r in rows:
@@ -70,7 +110,8 @@ def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[
         lines.append(
             f"{r['trial']:>5} {str(r['arch_id'])[:12]:12} {fmt(r['params'], ','):>9} "
             f"{p50:>8} {fmt(r['p90_ms'], '.3f'):>8} "
-            f"{fmt(r['val_mse'], '.5f'):>9} {fmt(r['rmse_speed_mm_s'], '.1f'):>7} "
+            f"{_mse(r['val_mse'], r['no_better_than_constant']):>9} "
+            f"{fmt(r['rmse_speed_mm_s'], '.1f'):>7} "
             f"{fmt(r['rmse_power_w'], '.1f'):>6} "
             f"{fmt(r['speedup'], '.2f') + 'x' if r['speedup'] else '-':>8} "
             f"{fmt(r['loss_ratio'], '.2f') + 'x' if r['loss_ratio'] else '-':>10}"
@@ -80,6 +121,15 @@ def front_table(study: Any, baseline: dict[str, Any] | None) -> tuple[list[dict[
             f"  {UNSTABLE_MARK} unstable: still after re-measuring (at most twice, within the "
             "retries), its CI never reached the protocol's target (a loaded or throttled device)"
         )
+    if (shown_base and base_flag) or any(r["no_better_than_constant"] for r in rows):
+        lines.append(constant_legend(constant))
+    caveat = baseline_caveat(
+        {"val_mse": base_mse, "val_mse_constant": base_const, "no_better_than_constant": base_flag}
+        if shown_base
+        else None
+    )
+    if caveat:
+        lines.append(f"  loss ratios: {caveat}")
     return rows, "\n".join(lines)
 
 
@@ -168,21 +218,30 @@ def kind_front_lines(fronts: dict[str, list[dict[str, Any]]]) -> list[str]:
             p90 = "-" if r["p90_ms"] is None else f"{r['p90_ms']:.3f}"
             p50 = f"{r['latency_ms']:.3f}" + (UNSTABLE_MARK if r["unstable"] else "")
             speedup = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+            mse = _mse(r["val_mse"], r.get("no_better_than_constant"))
             lines.append(
                 f"{r['trial']:>5} {str(r['arch_id'])[:12]:12} {p50:>8} "
-                f"{p90:>8} {r['val_mse']:>9.5f} {speedup:>8}"
+                f"{p90:>8} {mse:>9} {speedup:>8}"
             )
+        flagged = [r["val_mse_constant"] for r in rows if r.get("no_better_than_constant")]
+        if flagged:
+            lines.append(constant_legend(flagged[0]))
     return lines
 
 
 def _report_front(summary: dict[str, Any], study: Any, as_json: bool) -> None:
-    from hpc2edge.report.collect import kind_fronts
+    from hpc2edge.report.collect import kind_fronts, study_constant
     from hpc2edge.search.settings import device_kinds
 
     rows, table = front_table(study, summary.get("baseline"))
     fronts = kind_fronts(study, summary.get("baseline"))
     if as_json:
-        out = {**summary, "front_rows": rows, "fronts_by_kind": fronts}
+        out = {
+            **summary,
+            "front_rows": rows,
+            "fronts_by_kind": fronts,
+            "constant_predictor": study_constant(study),
+        }
         click.echo(json.dumps(out, indent=2, default=str))
         return
     sent = summary["tasks_sent"]
@@ -301,6 +360,10 @@ def search_cmd(ctx: click.Context, data: Path, trials: int, study_name: str | No
         raise _none_complete(summary, study, f"study {name!r}")
 
 
+#: The demo's measurement protocol (seconds per model on a CPU).
+DEMO_PROTOCOL = "quick"
+
+
 @click.command("demo")
 @click.option("--trials", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--study", "study_name", default=None, help="Default: demo-<time>.")
@@ -310,14 +373,15 @@ def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: b
     """The whole mission on this machine in minutes: synthetic data, the local stack, a search
     of the cnn3d space (8 x 41 x 41 inputs, quick protocol), the front, the report, the stack
     down."""
-    from hpc2edge.data.synth import SynthSpec, generate
     from hpc2edge.ops import stack
+    from hpc2edge.search.problem import DEMO_DATA, DEMO_PIN, DEMO_RECIPE, write_demo_data
 
     settings = command_settings(ctx)
     data_dir = settings.state_dir.absolute() / "demo-data"
-    if not any(data_dir.glob("*.hdf5")):
-        click.echo(f"generating synthetic RAISE-LPBF data in {data_dir}", err=True)
-        generate(data_dir, SynthSpec(objects=4, layers=1, lines=96, frame_size=32, seed=0))
+    click.echo(f"synthetic RAISE-LPBF data in {data_dir}", err=True)
+    _, written = write_demo_data(data_dir, DEMO_DATA)
+    if written:
+        click.echo("  generated (the demo problem's data: hpc2edge.search.problem)", err=True)
     click.echo("starting the local stack (TLS broker, edge and train workers)", err=True)
     settings = stack.prepare(settings)  # certificates and passwords exist from here on
     stack.up(settings)
@@ -338,12 +402,8 @@ def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: b
             latency_first=True,
             batch_size=1,
             precision="fp32",
-            protocol="quick",
-            epochs=2,
-            lr=1e-2,
-            train_batch_size=8,
-            engine="single",
-            test_fraction=0.25,
+            protocol=DEMO_PROTOCOL,
+            **DEMO_RECIPE.search_options(),
             baseline=True,
             confirm_front=False,
             frames=DEMO_PIN["frames"],
@@ -354,14 +414,22 @@ def demo_cmd(ctx: click.Context, trials: int, study_name: str | None, keep_up: b
         html = _write_report(settings, study, summary["storage"])
         click.echo(f"\nreport: {html}")
         click.echo(f"study {name!r} is in {summary['storage']}; extend it with:")
-        click.echo(
-            f"  hpc2edge up && hpc2edge search --study {name} --data {data_dir} "
-            f"--trials {trials + 8} "
-            "--frames 8 --size 41 --protocol quick --epochs 2 --lr 0.01 --engine single "
-            "--test-fraction 0.25"
-        )
+        click.echo(f"  hpc2edge up && {extend_command(name, data_dir, trials + 8)}")
     finally:
         if not keep_up:
             stack.down(settings)
     if summary["complete"] == 0:
         raise _none_complete(summary, study, "the demo")
+
+
+def extend_command(study_name: str, data_dir: Path, trials: int) -> str:
+    """The ``hpc2edge search`` line that extends a demo study: the same problem (pin, data,
+    recipe) and protocol, or the study would refuse the other settings."""
+    from hpc2edge.search.problem import DEMO_RECIPE, pin_args
+
+    args = [
+        "hpc2edge", "search", "--study", study_name, "--data", str(data_dir),
+        "--trials", str(trials), *pin_args(), "--protocol", DEMO_PROTOCOL,
+        *DEMO_RECIPE.cli_args(),
+    ]  # fmt: skip
+    return shlex.join(args)

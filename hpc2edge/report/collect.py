@@ -15,6 +15,11 @@ Definitions (also stated on the page):
   ``hpc2edge search`` prints its front through :func:`front_rows` too. Where the trial has a
   paired measurement (:mod:`hpc2edge.search.pairing`) the speed-up is its median per-pair ratio
   (``speedup_source`` says which; the unpaired ratio stays as ``speedup_unpaired``).
+- *constant predictor*: the training split's mean target, on the validation split (each
+  training reports it as ``val_mse_constant``; every trial of a study shares the split, so it
+  is one number, :func:`constant_predictor`). A model whose val MSE is not below it learned
+  nothing (``no_better_than_constant``, the baseline included); loss ratios against a baseline
+  that is not better than it say nothing about skill (:func:`baseline_caveat`).
 - *hypervolume* after trial *n*: the area dominated by the feasible complete trials numbered
   <= *n* in (val MSE, latency ms), up to a reference point fixed for the whole curve (by default
   1.1 x the worst val MSE of those trials, and the latency budget, else 1.1 x their worst
@@ -54,6 +59,49 @@ STATES = {
 
 
 # --- rows -------------------------------------------------------------------------------------
+
+#: What a flagged model is, in words (the CLI's legend and the page's).
+NO_BETTER_THAN_CONSTANT = "no better than the constant predictor (the training split's mean target)"
+
+
+def constant_predictor(attrs: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """The constant predictor's val MSE of the trainings in ``attrs`` (trials' and the baseline's
+    user attributes): ``{"val_mse", "trainings", "distinct_values"}``, or None when no training
+    reported one. Every trial of a study shares the split, so ``distinct_values`` is 1; should it
+    not be, ``val_mse`` is the median and each row is still judged by its own."""
+    values = sorted(
+        float(v)
+        for a in attrs
+        if isinstance(v := ((a or {}).get("train") or {}).get("val_mse_constant"), (int, float))
+    )
+    if not values:
+        return None
+    mid = len(values) // 2
+    median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    return {
+        "val_mse": median,
+        "trainings": len(values),
+        "distinct_values": len({round(v, 12) for v in values}),
+    }
+
+
+def no_better_than_constant(val_mse: Any, constant: Any) -> bool | None:
+    """True when ``val_mse`` is not below ``constant`` (None when either is unknown)."""
+    if not isinstance(val_mse, (int, float)) or not isinstance(constant, (int, float)):
+        return None
+    return bool(val_mse >= constant)
+
+
+def baseline_caveat(baseline_row: Mapping[str, Any] | None) -> str | None:
+    """What to say of loss ratios against a baseline that is not better than the constant
+    predictor (None when it is, or when that is unknown)."""
+    if not baseline_row or not baseline_row.get("no_better_than_constant"):
+        return None
+    return (
+        f"the baseline is no better than predicting the mean (val MSE "
+        f"{baseline_row['val_mse']:.4g} >= {baseline_row['val_mse_constant']:.4g} of the "
+        "constant predictor): loss ratios against it say nothing about skill"
+    )
 
 
 def ratios(
@@ -104,15 +152,19 @@ def model_row(
     trial: int | None,
     key_params: Sequence[str] = (),
     paired: PairRecord | None = None,
+    constant: float | None = None,
 ) -> dict[str, Any]:
     """One model (a trial's or the baseline's user attributes) as a row of the front table;
-    ``paired`` is its stored paired measurement against the baseline, if any."""
+    ``paired`` is its stored paired measurement against the baseline, if any. The row is judged
+    against its own training's constant predictor, else ``constant`` (the study's)."""
     latency = attrs.get("latency") or {}
     train = attrs.get("train") or {}
     spec = attrs.get("spec") or {}
     speedup, loss_ratio = ratios(baseline, attrs.get("latency_ms"), attrs.get("val_mse"))
     ci = latency.get("ci95_ms")
     inp = spec.get("input") or {}
+    own = train.get("val_mse_constant")
+    const = float(own) if isinstance(own, (int, float)) else constant
     return {
         "trial": trial,
         "arch_id": attrs.get("arch_id"),
@@ -131,7 +183,15 @@ def model_row(
         "rmse_power_w": train.get("val_rmse_power_w"),
         **speedup_columns(speedup, paired),
         "loss_ratio": loss_ratio,
+        "val_mse_constant": const,
+        "no_better_than_constant": no_better_than_constant(attrs.get("val_mse"), const),
     }
+
+
+def study_constant(study: Any) -> dict[str, Any] | None:
+    """:func:`constant_predictor` of a study's trials and baseline."""
+    attrs = [t.user_attrs for t in study.get_trials(deepcopy=False)]
+    return constant_predictor([*attrs, study.user_attrs.get("baseline")])
 
 
 def front_rows(study: Any, baseline: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -145,10 +205,16 @@ def front_rows(study: Any, baseline: Mapping[str, Any] | None) -> list[dict[str,
     )
     confirm = study.user_attrs.get("confirm") or {}
     paired = pairing.stored(study.user_attrs, pairing.ATTR)
+    constant = (study_constant(study) or {}).get("val_mse")
     rows = []
     for t in front_trials(study):
         row = model_row(
-            t.user_attrs, baseline, trial=t.number, key_params=keys, paired=paired.get(t.number)
+            t.user_attrs,
+            baseline,
+            trial=t.number,
+            key_params=keys,
+            paired=paired.get(t.number),
+            constant=constant,
         )
         row["confirm_p50_ms"] = (confirm.get(str(t.number)) or {}).get("p50_ms")
         rows.append(row)
@@ -162,6 +228,7 @@ def kind_fronts(study: Any, baseline: Mapping[str, Any] | None) -> dict[str, lis
     from hpc2edge.search.objectives import kind_front
 
     out: dict[str, list[dict[str, Any]]] = {}
+    constant = (study_constant(study) or {}).get("val_mse")
     for kind, primary in device_kinds(study.user_attrs):
         if primary:
             continue
@@ -173,6 +240,8 @@ def kind_fronts(study: Any, baseline: Mapping[str, Any] | None) -> dict[str, lis
             a = t.user_attrs
             ms = float(a[key])
             unpaired = base_ms / ms if isinstance(base_ms, (int, float)) and ms else None
+            own = (a.get("train") or {}).get("val_mse_constant")
+            const = float(own) if isinstance(own, (int, float)) else constant
             rows.append(
                 {
                     "trial": t.number,
@@ -183,6 +252,8 @@ def kind_fronts(study: Any, baseline: Mapping[str, Any] | None) -> dict[str, lis
                     "unstable": (a.get(f"latency@{kind}") or {}).get("unstable"),
                     "val_mse": a.get("val_mse"),
                     **speedup_columns(unpaired, paired.get(t.number)),
+                    "val_mse_constant": const,
+                    "no_better_than_constant": no_better_than_constant(a.get("val_mse"), const),
                 }
             )
         out[kind] = rows
@@ -198,6 +269,7 @@ def trial_records(study: Any, front: set[int]) -> list[dict[str, Any]]:
         a = t.user_attrs
         constraint = a.get(CONSTRAINT_ATTR)
         errors = stored.errors(a, STAGES)
+        constant = (a.get("train") or {}).get("val_mse_constant")
         out.append(
             {
                 "trial": t.number,
@@ -207,6 +279,8 @@ def trial_records(study: Any, front: set[int]) -> list[dict[str, Any]]:
                 "flops": a.get("flops"),
                 "latency_ms": a.get("latency_ms"),
                 "val_mse": a.get("val_mse"),
+                "val_mse_constant": constant,
+                "no_better_than_constant": no_better_than_constant(a.get("val_mse"), constant),
                 "values": t.values,
                 "constraint_latency_ms": constraint,
                 "feasible": constraint is None or constraint <= 0,
@@ -379,11 +453,18 @@ def collect(
     baseline = ua.get("baseline")
     front = front_rows(study, baseline)
     records = trial_records(study, {int(r["trial"]) for r in front})
+    constant = study_constant(study)
     base_row = None
     if baseline:
         keys = list(front[0]["key_params"]) if front else key_param_names([baseline.get("spec")])
         base_row = {
-            **model_row(baseline, baseline, trial=None, key_params=keys),
+            **model_row(
+                baseline,
+                baseline,
+                trial=None,
+                key_params=keys,
+                constant=(constant or {}).get("val_mse"),
+            ),
             "state": baseline.get("state"),
             "reason": baseline.get("reason"),
         }
@@ -402,6 +483,8 @@ def collect(
         "latency_budget_ms": objective.get("latency_budget_ms"),
         "counts": counts(study, records),
         "baseline": base_row,
+        "constant_predictor": constant,
+        "baseline_caveat": baseline_caveat(base_row),
         "front": front,
         "devices": [k for k, _ in device_kinds(ua)],
         "fronts_by_kind": kind_fronts(study, baseline),
@@ -467,15 +550,20 @@ def dumps(report: Mapping[str, Any]) -> str:
 
 
 __all__ = [
+    "NO_BETTER_THAN_CONSTANT",
     "REPORT_FORMAT",
+    "baseline_caveat",
     "collect",
+    "constant_predictor",
     "front_rows",
     "hypervolume",
     "key_param_names",
     "load",
     "measurement_context",
     "model_row",
+    "no_better_than_constant",
     "ratios",
+    "study_constant",
     "trial_records",
     "write",
 ]

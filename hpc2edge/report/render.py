@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hpc2edge.report.collect import NO_BETTER_THAN_CONSTANT
+
 PLOTS = {"pareto": "pareto.png", "hypervolume": "hypervolume.png", "params": "params.png"}
 LOG_SPREAD = 10.0  # a log axis once the largest value is this many times the smallest
 DPI = 130
@@ -111,6 +113,10 @@ def plot_pareto(report: Mapping[str, Any], path: Path) -> None:
     if base.get("latency_ms") and base.get("val_mse"):
         ax.scatter([base["latency_ms"]], [base["val_mse"]], marker="*", s=220, color="gold",
                    edgecolors="k", linewidths=0.8, zorder=5, label="baseline")  # fmt: skip
+    constant = (report.get("constant_predictor") or {}).get("val_mse")
+    if constant and (done or base.get("val_mse")):
+        ax.axhline(constant, ls=":", color="0.3", lw=1.2,
+                   label=f"constant predictor (training mean) {constant:.4g}")  # fmt: skip
     rug = ax.get_xaxis_transform()  # x in data, y in axes coordinates
     if pruned or failed:
         _reserve_rug(ax)
@@ -253,6 +259,42 @@ def _p50(r: Mapping[str, Any]) -> str:
     return cell("latency_ms", r["latency_ms"], text, "num unstable" if why else "num", why)
 
 
+#: The mark of a val MSE that is not below the constant predictor's (see the legend).
+CONSTANT_MARK = "✗"
+
+
+def _val_mse(r: Mapping[str, Any], spec: str) -> str:
+    """The val MSE cell; one not below the constant predictor's is marked, with why in its
+    title."""
+    if not r.get("no_better_than_constant"):
+        return cell("val_mse", r["val_mse"], _num(r["val_mse"], spec))
+    why = f"{NO_BETTER_THAN_CONSTANT} (val MSE {r.get('val_mse_constant', 0):.4g})"
+    text = f"{_num(r['val_mse'], spec)} {CONSTANT_MARK}"
+    return cell("val_mse", r["val_mse"], text, "num no-skill", why)
+
+
+def _row_class(r: Mapping[str, Any], base: str = "") -> str:
+    classes = [c for c in (base, "no-skill" if r.get("no_better_than_constant") else "") if c]
+    return f' class="{" ".join(classes)}"' if classes else ""
+
+
+def constant_notes(report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    """The legend of :data:`CONSTANT_MARK` when a row carries it, and the caveat on loss ratios
+    against a baseline that is not better than the constant predictor."""
+    out = []
+    if any(r.get("no_better_than_constant") for r in rows):
+        const = (report.get("constant_predictor") or {}).get("val_mse")
+        value = "" if const is None else f" (val MSE {const:.4g})"
+        out.append(
+            f'<p class="note no-skill-legend">{esc(CONSTANT_MARK)}: {esc(NO_BETTER_THAN_CONSTANT)}'
+            f"{esc(value)}: the model learned nothing.</p>"
+        )
+    if report.get("baseline_caveat"):
+        out.append(f'<p class="warning" id="baseline-caveat">Loss ratios: '
+                   f"{esc(report['baseline_caveat'])}.</p>")  # fmt: skip
+    return "".join(out)
+
+
 def _model_cells(r: Mapping[str, Any]) -> list[str]:
     inp = r.get("input")
     return [
@@ -264,7 +306,7 @@ def _model_cells(r: Mapping[str, Any]) -> list[str]:
         _p50(r),
         cell("p90_ms", r["p90_ms"], _num(r["p90_ms"], ".3f")),
         cell("ci95_ms", r["ci95_ms"], _ci(r["ci95_ms"])),
-        cell("val_mse", r["val_mse"], _num(r["val_mse"], ".4g")),
+        _val_mse(r, ".4g"),
         cell("test_mse", r["test_mse"], _num(r["test_mse"], ".4g")),
         cell("rmse_speed_mm_s", r["rmse_speed_mm_s"], _num(r["rmse_speed_mm_s"], ".1f")),
         cell("rmse_power_w", r["rmse_power_w"], _num(r["rmse_power_w"], ".1f")),
@@ -301,7 +343,7 @@ def kind_front_tables(report: Mapping[str, Any]) -> str:
             + cell("params", r["params"], _num(r["params"], ","))
             + _p50(r)
             + cell("p90_ms", r["p90_ms"], _num(r["p90_ms"], ".3f"))
-            + cell("val_mse", r["val_mse"], _num(r["val_mse"], ".5f"))
+            + _val_mse(r, ".5f")
             + cell("speedup", r["speedup"], _num(r["speedup"], ".2f", "×"))
             + "</tr>"
             for r in front
@@ -309,6 +351,7 @@ def kind_front_tables(report: Mapping[str, Any]) -> str:
         out.append(
             f"<h3>Front on device kind {esc(kind)}</h3>"
             + _table(f"front-{kind}", head, rows, f"No feasible complete trial on {kind}.")
+            + constant_notes({**report, "baseline_caveat": None}, front)
         )
     return "\n".join(out)
 
@@ -318,10 +361,28 @@ def front_table(report: Mapping[str, Any]) -> str:
     head = [*FRONT_HEAD, "confirmed p50 ms"] if confirm else list(FRONT_HEAD)
     rows = []
     base = report.get("baseline")
+    shown: list[Mapping[str, Any]] = list(report["front"])
+    constant = (report.get("constant_predictor") or {}).get("val_mse")
+    if constant is not None and report["front"]:
+        # The yardstick of every loss: the training split's mean, the same for every trial.
+        before = ("arch_id", "input", "key_params", "params", "flops", "latency_ms", "p90_ms",
+                  "ci95_ms")  # fmt: skip
+        after = ("test_mse", "rmse_speed_mm_s", "rmse_power_w", "speedup", "loss_ratio")
+        why = "the training split's mean target for every sample, on the validation split"
+        rows.append(
+            '<tr class="constant" data-trial="constant">'
+            + cell("trial", None, "constant predictor", "label", why)
+            + "".join(cell(k, None, "–") for k in before)
+            + cell("val_mse", constant, _num(constant, ".4g"))
+            + "".join(cell(k, None, "–") for k in after)
+            + (cell("confirm_p50_ms", None, "") if confirm else "")
+            + "</tr>"
+        )
     if base and base.get("latency_ms") is not None:
+        shown.append(base)
         extra = [cell("confirm_p50_ms", None, "")] if confirm else []
         rows.append(
-            '<tr class="baseline" data-trial="baseline">'
+            f'<tr{_row_class(base, "baseline")} data-trial="baseline">'
             + cell("trial", None, "baseline", "label")
             + "".join(_model_cells(base) + extra)
             + "</tr>"
@@ -333,12 +394,13 @@ def front_table(report: Mapping[str, Any]) -> str:
             else []
         )
         rows.append(
-            f'<tr data-trial="{int(r["trial"])}">'
+            f'<tr{_row_class(r)} data-trial="{int(r["trial"])}">'
             + cell("trial", r["trial"], str(r["trial"]))
             + "".join(_model_cells(r) + extra)
             + "</tr>"
         )
-    return _table("front", head, rows, "No trial completed within the constraints: no front.")
+    table = _table("front", head, rows, "No trial completed within the constraints: no front.")
+    return table + constant_notes(report, shown)
 
 
 COUNT_LABELS = (
@@ -467,9 +529,19 @@ def headline(report: Mapping[str, Any]) -> str:
     front = [r for r in report["front"] if r["speedup"] is not None]
     if not front:
         return ""
+    out = []
+    if report.get("baseline_caveat"):
+        out.append(f'<li class="warning">Against the baseline: {esc(report["baseline_caveat"])}'
+                   "</li>")  # fmt: skip
     fast = max(front, key=lambda r: r["speedup"])
     good = min(front, key=lambda r: r["val_mse"])
-    out = []
+    const = (report.get("constant_predictor") or {}).get("val_mse")
+    if const:
+        out.append(
+            f"<li>Lowest loss on the front: val MSE {_num(good['val_mse'], '.4g')}, "
+            f"<b>{good['val_mse'] / const:.2f}×</b> the constant predictor's "
+            f"({_num(const, '.4g')}; below 1× it learned something)</li>"
+        )
     for what, r in (("Fastest", fast), ("Lowest loss", good)):
         out.append(
             f"<li>{what} on the front: trial {int(r['trial'])} "
@@ -497,6 +569,8 @@ td.text{max-width:420px;overflow-wrap:break-word}tr.baseline{background:#fff8dc}
 figure{margin:12px 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption,.note,.defs{color:#555;font-size:12.5px}table.narrow td{min-width:60px}
 pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px}.headline{font-size:15px}
+tr.constant{background:#f0f0f0;color:#444}td.no-skill{color:#b00020;font-weight:600}
+.warning{color:#b00020}
 """
 
 
@@ -516,6 +590,8 @@ def pareto_caption(report: Mapping[str, Any]) -> str:
         parts.append("grey crosses in the band: trials that failed after their latency was known")
     if report.get("latency_budget_ms"):
         parts.append("dashed: the budget")
+    if (report.get("constant_predictor") or {}).get("val_mse"):
+        parts.append("dotted: the constant predictor's val MSE (no better is no skill)")
     return "; ".join(parts) + "."
 
 
@@ -564,8 +640,10 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
 {counts_table(report)}
 <h2>Pareto front</h2>
 {figure("pareto")}
-<p class="defs">Ratios against the baseline (first row): speed-up = baseline p50 / p50;
-loss ratio = baseline val MSE / val MSE; above 1× is better than the baseline. Latency:
+<p class="defs">Ratios against the baseline: speed-up = baseline p50 / p50;
+loss ratio = baseline val MSE / val MSE; above 1× is better than the baseline. The constant
+predictor predicts the training split's mean target for every sample: a val MSE not below its
+val MSE ({esc(CONSTANT_MARK)}) learned nothing. Latency:
 median of the compute series on the edge device (p50), its 95&nbsp;% confidence interval
 and p90. Losses on the normalised targets (speed / 900, power / 215); RMSEs in physical
 units.</p>

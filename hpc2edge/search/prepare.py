@@ -14,9 +14,9 @@ fails that trial alone.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import fields
-from collections.abc import Callable
 from typing import Any
 
 from hpc2edge.errors import ExportError, Hpc2EdgeError

@@ -32,7 +32,7 @@ def _wobble(arch_id: str) -> float:
 def formula_benchmark(n: int = 40, seed: int = 0, *, name: str = "formula") -> Benchmark:
     """``n`` distinct architectures (the baseline among them) with formula figures."""
     space = get_space("cnn3d")
-    rng = random.Random(seed)  # noqa: S311 - seeded test data
+    rng = random.Random(seed)
     specs = {}
     base = space.baseline().with_input(PIN["frames"], PIN["size"])
     specs[base.arch_id] = base
@@ -68,7 +68,12 @@ def formula_benchmark(n: int = 40, seed: int = 0, *, name: str = "formula") -> B
         "max_epochs": MAX_EPOCHS,
         "recipe": {"epochs": 2, "lr": 0.01, "train_batch_size": 8, "protocol": "quick"},
         # as bench/record_benchmark.py records it: the protocol's settings and its name
-        "latency": {"default": {"backend": "formula", "device": {},
-                                "protocol": {"name": "quick", **PROTOCOLS["quick"]}}},
+        "latency": {
+            "default": {
+                "backend": "formula",
+                "device": {},
+                "protocol": {"name": "quick", **PROTOCOLS["quick"]},
+            }
+        },
     }
     return Benchmark(header, rows)

@@ -137,3 +137,36 @@ def test_ridge_on_simple_features_beats_the_constant_by_2x_on_held_out_objects(t
     rmse = float(np.sqrt(((design(f_test) @ weights - y_test) ** 2).mean()))
     rmse_constant = float(np.sqrt(((y_train.mean(axis=0) - y_test) ** 2).mean()))
     assert rmse * 2 <= rmse_constant, (rmse, rmse_constant)
+
+
+def test_the_pool_is_drawn_at_the_cameras_magnification_not_the_frames():
+    def width(size: int, pixel_um: float) -> int:
+        c = size / 2.0
+        pool = _melt_pool(size, np.array([c, c]), 0.0, 500.0, 120.0, pixel_um)
+        return int((pool[:, size // 2] > pool.max() / 2).sum())
+
+    assert width(32, 20.0) == width(64, 20.0) == width(128, 20.0)  # the field of view only
+    assert width(64, 10.0) >= 2 * width(64, 20.0) - 1  # twice the magnification
+
+
+def test_the_scene_streams_past_at_the_scan_speed():
+    # Frame-to-frame change of the scene grows with the speed; no scene, no such cue.
+    def motion(scene_grey: float) -> tuple[np.ndarray, np.ndarray]:
+        spec = SynthSpec(objects=1, layers=1, lines=24, frame_size=32, line_length_mm=1.0,
+                         spatter_per_frame=0.0, scene_grey=scene_grey, seed=5)  # fmt: skip
+        layer = render_layer(spec, 27, 1)
+        change = []
+        for i in range(spec.lines):
+            f = layer.frames[layer.scan_line_index == i].astype(np.float64)
+            middle = f[spec.dim_frames : len(f) - spec.dim_frames]  # the laser at full power
+            change.append(np.abs(np.diff(middle, axis=0)).mean())
+        return np.asarray(change), layer.laser_params[:, 0]
+
+    change, speed = motion(60.0)
+    assert np.corrcoef(change, speed)[0, 1] > 0.9
+    dark, _ = motion(0.0)
+    assert dark.max() < change.min()  # noise and flicker alone move less than the slowest scene
+    with pytest.raises(ValueError, match="pixel_um"):
+        SynthSpec(pixel_um=0.0)
+    with pytest.raises(ValueError, match="scene_grey"):
+        SynthSpec(scene_contrast=-1.0)

@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 STUDY = "rep"
 BUDGET_MS = 0.9  # about half of this space's fake latencies at 8 x 41 x 41 are over it
 EVIL = 'loss went <script>alert("x")</script> & <b>NaN</b>'
+FAKE_CONSTANT = 0.05  # FakeTrainer's val_mse_constant
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -214,7 +215,9 @@ def test_front_rows_equal_the_study_with_ratios_against_the_baseline(
     base = built.study.user_attrs["baseline"]
     rows = _by_trial(rendered["tables"]["front"])
     front = front_trials(built.study)
-    assert list(rows) == ["baseline"] + [str(t.number) for t in front]  # by rising latency
+    # The constant predictor, the baseline, then the front by rising latency.
+    assert list(rows) == ["constant", "baseline"] + [str(t.number) for t in front]
+    assert rows["constant"]["val_mse"] == FAKE_CONSTANT
     for t in front:
         a, row = t.user_attrs, rows[str(t.number)]
         assert row["trial"] == t.number
@@ -351,13 +354,14 @@ def test_json_has_the_same_numbers_as_the_page(rendered: dict[str, Any]) -> None
     report = rendered["json"]
     assert json.loads((rendered["out"] / "report.json").read_text()) == report
     rows = _by_trial(rendered["tables"]["front"])
-    assert [str(r["trial"]) for r in report["front"]] == list(rows)[1:]
+    assert [str(r["trial"]) for r in report["front"]] == list(rows)[2:]
     for r in [report["baseline"], *report["front"]]:
         row = rows["baseline" if r["trial"] is None else str(r["trial"])]
         for key in ("arch_id", "params", "flops", "latency_ms", "p90_ms", "ci95_ms", "val_mse",
                     "test_mse", "rmse_speed_mm_s", "rmse_power_w", "speedup", "loss_ratio",
                     "key_params", "input"):  # fmt: skip
             assert row[key] == r[key], key
+    assert rows["constant"]["val_mse"] == report["constant_predictor"]["val_mse"]
     counts = {k: v for row in rendered["tables"]["counts"] for k, v in row.items() if k[0] != "_"}
     c = report["counts"]
     assert counts == {**{k: v for k, v in c.items() if k != "tasks_sent"},
@@ -385,9 +389,16 @@ def test_search_front_table_keeps_its_columns_and_ratios(built: Built) -> None:
             "speedup": base["latency_ms"] / a["latency_ms"],
             "loss_ratio": base["val_mse"] / a["val_mse"],
             "unstable": a["latency"].get("unstable"),
+            "val_mse_constant": FAKE_CONSTANT,
+            "no_better_than_constant": a["val_mse"] >= FAKE_CONSTANT,
         })  # fmt: skip
     assert rows == expected
-    assert text.splitlines()[1].split()[0] == "base" and len(text.splitlines()) == len(rows) + 2
+    lines = text.splitlines()
+    assert lines[1].split()[:3] == ["mean", "(constant)", "-"]
+    assert lines[1].split()[5] == f"{FAKE_CONSTANT:.5f}"
+    assert lines[2].split()[0] == "base"
+    legend = any(r["no_better_than_constant"] for r in rows)
+    assert len(lines) == len(rows) + 3 + legend
 
 
 def test_unknown_study_is_one_clear_line(built: Built, tmp_path: Path) -> None:
@@ -442,6 +453,127 @@ def test_a_study_without_a_front_or_baseline_renders(tmp_path: Path) -> None:
     assert reasons == ["train: TrainingError: OOM"] * 2
     for name in ("pareto.png", "hypervolume.png", "params.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
+
+
+# --- models no better than the constant predictor --------------------------------------------
+
+
+def _study_with_constant(tmp: Path, constant: float, trials: int = 8) -> tuple[Any, str]:
+    """A finished study (baseline on) whose trainings all report ``constant`` as the constant
+    predictor's val MSE; returns (study, storage URL)."""
+    url = f"sqlite:///{tmp / 'search.db'}"
+    artifacts = DirectoryArtifactStore(tmp / "artifacts")
+    trainer = FakeTrainer()
+
+    def train(payload: dict[str, Any]) -> dict[str, Any]:
+        return {**trainer(payload), "val_mse_constant": constant}
+
+    dispatcher = InlineDispatcher({"measure": FakeEdge(artifacts), "train": train}, artifacts)
+    objective = Objective("pareto")
+    study = st.open_study(
+        "const", url, objective, st.make_sampler("random", objective, seed=3, trials=trials)
+    )
+    store = MeasurementStore(f"sqlite:///{tmp / 'measurements.db'}")
+    Orchestrator(study, dispatcher, get_space("cnn3d"), objective, store,
+                 cand.TrainPlan(("/x.hdf5",), TrainingHParams(), epochs=1),
+                 SearchConfig(trials=trials, parallel=2, pin={"frames": 8, "size": 41},
+                              baseline=True),
+                 clock=FakeClock()).run()  # fmt: skip
+    store.close()
+    return st.load_study("const", url), url
+
+
+def _baseline_mse() -> float:
+    from hpc2edge.testing.fakes import fake_val_mse
+
+    return fake_val_mse(get_space("cnn3d").baseline().with_input(8, 41))
+
+
+@pytest.fixture(scope="module")
+def flagged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A study whose constant predictor equals the baseline's val MSE exactly: the baseline is
+    not below it (flagged), and so is every trial of a higher loss; the report on it."""
+    st.quiet_optuna()
+    tmp = tmp_path_factory.mktemp("flagged")
+    constant = _baseline_mse()
+    study, url = _study_with_constant(tmp, constant)
+    out = tmp / "report"
+    rc, stdout, err = _main(
+        ["report", "--study", "const", "--storage", url, "--out", str(out), "--json"], tmp
+    )
+    assert rc == 0, err
+    page = (out / "report.html").read_text(encoding="utf-8")
+    parser = Tables()
+    parser.feed(page)
+    return {"study": study, "constant": constant, "json": json.loads(stdout), "html": page,
+            "tables": parser.tables}  # fmt: skip
+
+
+def test_the_report_flags_every_model_not_better_than_the_constant(
+    flagged: dict[str, Any],
+) -> None:
+    report, constant = flagged["json"], flagged["constant"]
+    assert report["constant_predictor"] == {"val_mse": constant, "trainings": 9,
+                                            "distinct_values": 1}  # fmt: skip
+    base = report["baseline"]
+    assert base["val_mse"] == constant and base["no_better_than_constant"] is True
+    front = report["front"]
+    assert front and any(r["no_better_than_constant"] for r in front)
+    for r in front:
+        assert r["val_mse_constant"] == constant
+        assert r["no_better_than_constant"] is (r["val_mse"] >= constant)
+    for t in report["trials"]:
+        if t["state"] == "complete":
+            assert t["no_better_than_constant"] is (t["val_mse"] >= constant)
+    assert "the baseline is no better than predicting the mean" in report["baseline_caveat"]
+    # The page: the constant predictor's row, a mark on exactly the flagged rows, the legend.
+    rows = _by_trial(flagged["tables"]["front"])
+    assert rows["constant"]["val_mse"] == constant
+    for r in [base, *front]:
+        row = rows["baseline" if r["trial"] is None else str(r["trial"])]
+        assert row["_text"]["val_mse"].endswith(" ✗") is r["no_better_than_constant"]
+    html = flagged["html"]
+    assert html.count('class="note no-skill-legend"') == 1
+    assert 'id="baseline-caveat"' in html
+    assert "no better than predicting the mean" in html.split('class="headline"')[1]
+
+
+def test_the_search_table_flags_them_and_says_what_the_loss_ratios_are_against(
+    flagged: dict[str, Any],
+) -> None:
+    from hpc2edge.cli.search import CONSTANT_MARK, front_table
+
+    study, constant = flagged["study"], flagged["constant"]
+    rows, text = front_table(study, study.user_attrs["baseline"])
+    lines = text.splitlines()
+    assert lines[1].split()[:2] == ["mean", "(constant)"]
+    assert lines[2].split()[0] == "base" and lines[2].split()[5].endswith(CONSTANT_MARK)
+    for r, line in zip(rows, lines[3 : 3 + len(rows)], strict=True):
+        assert line.split()[0] == str(r["trial"])
+        assert line.split()[5].endswith(CONSTANT_MARK) is (r["val_mse"] >= constant)
+    assert lines[3 + len(rows)] == (
+        f"  {CONSTANT_MARK} no better than the constant predictor (the training split's mean "
+        f"target), val MSE {constant:.5f}: it learned nothing"
+    )
+    assert lines[-1].startswith("  loss ratios: the baseline is no better than predicting the mean")
+
+
+def test_nothing_is_flagged_when_every_model_beats_the_constant(tmp_path: Path) -> None:
+    from hpc2edge.cli.search import CONSTANT_MARK, front_table
+    from hpc2edge.report.collect import collect
+
+    study, _ = _study_with_constant(tmp_path, 1.0, trials=4)
+    report = collect(study)
+    assert report["constant_predictor"]["val_mse"] == 1.0
+    assert report["baseline"]["no_better_than_constant"] is False
+    assert report["baseline_caveat"] is None
+    assert all(r["no_better_than_constant"] is False for r in report["front"])
+    from hpc2edge.report.render import render_html
+
+    page = render_html(report, {})
+    assert "no-skill-legend" not in page and "baseline-caveat" not in page and " ✗" not in page
+    _, text = front_table(study, study.user_attrs["baseline"])
+    assert CONSTANT_MARK not in text and "loss ratios:" not in text
 
 
 # --- the dashboard ----------------------------------------------------------------------------

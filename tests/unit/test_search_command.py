@@ -39,9 +39,19 @@ class CountedWorkers(InlineDispatcher):
         self.closed = True
 
 
-def dispatcher(tmp: Path, live: Callable[[], dict[str, int]] = dict) -> CountedWorkers:
+def dispatcher(
+    tmp: Path, live: Callable[[], dict[str, int]] = dict, constant: float | None = None
+) -> CountedWorkers:
+    """The inline dispatcher over the fake device and trainer; ``constant``: the constant
+    predictor's val MSE every training reports (default: the fake trainer's)."""
     artifacts = DirectoryArtifactStore(tmp / "artifacts")
-    handlers: dict[str, Any] = {"measure": FakeEdge(artifacts), "train": FakeTrainer()}
+    trainer = FakeTrainer()
+
+    def train(payload: dict[str, Any]) -> dict[str, Any]:
+        result = trainer(payload)
+        return result if constant is None else {**result, "val_mse_constant": constant}
+
+    handlers: dict[str, Any] = {"measure": FakeEdge(artifacts), "train": train}
     return CountedWorkers(handlers, artifacts, live=live)
 
 
@@ -115,6 +125,7 @@ class Command:
     capsys: pytest.CaptureFixture[str]
     live: dict[str, int] = field(default_factory=dict)
     made: list[CountedWorkers] = field(default_factory=list)
+    constant: float | None = None
 
     def __post_init__(self) -> None:
         from hpc2edge.search import dispatch
@@ -124,7 +135,7 @@ class Command:
         (self.tmp / "x.hdf5").write_bytes(b"")  # the fake trainer never opens it
 
         def broker_dispatcher(settings: Any) -> CountedWorkers:
-            d = dispatcher(self.tmp, lambda: dict(self.live))
+            d = dispatcher(self.tmp, lambda: dict(self.live), self.constant)
             self.made.append(d)
             return d
 
@@ -214,3 +225,52 @@ def test_a_resume_with_other_training_settings_is_one_line_and_exit_1(command):
         "hpc2edge: error: study 'cmd' was started with other settings (epochs: the study has 2, "
         "this run asks 3); rerun with the same options or pick another --study name"
     ], err
+
+
+# --- the constant predictor ----------------------------------------------------------------------
+
+
+def _baseline_mse() -> float:
+    from hpc2edge.space import get_space
+    from hpc2edge.testing.fakes import fake_val_mse
+
+    return fake_val_mse(get_space("cnn3d").baseline().with_input(8, 41))
+
+
+def test_the_front_shows_the_constant_and_marks_the_models_not_better_than_it(command):
+    import json
+
+    from hpc2edge.cli.search import CONSTANT_MARK
+
+    command.constant = _baseline_mse()  # the baseline's own loss: not below it
+    code, out, err = command.run("--baseline", "--trials", "4")
+    assert code == 0, err
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("Pareto front"))
+    assert lines[head + 2].split()[:2] == ["mean", "(constant)"]
+    assert lines[head + 2].split()[5] == f"{command.constant:.5f}"
+    base = lines[head + 3].split()
+    assert base[0] == "base" and base[5].endswith(CONSTANT_MARK)  # exactly equal is flagged
+    legend = f"  {CONSTANT_MARK} no better than the constant predictor"
+    assert sum(line.startswith(legend) for line in lines) == 1
+    assert any(
+        line.startswith("  loss ratios: the baseline is no better than predicting the mean")
+        for line in lines
+    )
+    code, out, err = command.run("--baseline", "--trials", "4", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["constant_predictor"]["val_mse"] == command.constant
+    for r in summary["front_rows"]:
+        assert r["no_better_than_constant"] is (r["val_mse"] >= command.constant)
+
+
+def test_no_mark_and_no_caveat_when_every_model_beats_the_constant(command):
+    from hpc2edge.cli.search import CONSTANT_MARK
+
+    command.constant = 1.0
+    code, out, err = command.run("--baseline")
+    assert code == 0, err
+    mean = [line.split() for line in out.splitlines() if line.split()[:1] == ["mean"]]
+    assert len(mean) == 1 and mean[0][1] == "(constant)" and mean[0][5] == "1.00000"
+    assert CONSTANT_MARK not in out and "loss ratios:" not in out
