@@ -24,6 +24,32 @@ from hpc2edge.util import net, procs
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _sqlite_without_fsync() -> None:
+    """SQLite opened through SQLAlchemy in the test process commits without an fsync
+    (``PRAGMA synchronous=OFF``), as the tests' PostgreSQL runs without durability
+    (tests/support/postgres.py). An Optuna study commits on every write, and each fsync costs
+    10-20 ms on a VM disk, CPU idle or not. What a commit makes visible to other connections and
+    processes is unchanged (a killed process loses nothing); only a power cut could lose one.
+    Processes the tests start (workers, ``hpc2edge search``) keep SQLite's default."""
+    if os.environ.get("ZZ_TMP_FSYNC"):
+        return
+    try:
+        import sqlite3
+
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+    except ImportError:
+        return
+
+    @event.listens_for(Engine, "connect")
+    def _no_fsync(dbapi_connection: object, _record: object) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            dbapi_connection.execute("PRAGMA synchronous=OFF")
+
+
+_sqlite_without_fsync()
+
+
 def _require_redis_server() -> None:
     if shutil.which("redis-server") is None:
         message = "redis-server is not on PATH (`make setup` installs it)"

@@ -4,7 +4,7 @@ The stack is ``hpc2edge up --edge slow=onnxruntime:threads=1,units=2`` (``stack.
 calls it): two real ``celery worker -Q edge.slow --pool solo`` processes, ``edge.slow@<host>``
 and ``edge.slow-2@<host>``, plus a train worker, on a broker of the test's own. The table
 backend cannot hold a unit busy (it replays on a virtual clock), so the units measure with ONNX
-Runtime under a protocol that times for seconds (about 11 s a measurement), and the kill lands
+Runtime under a protocol that times for seconds (about 6 s a measurement), and the kill lands
 one second after the first unit logs that it received a task.
 
 How the killed unit's task comes back depends on which clock runs out first, and both are real:
@@ -24,7 +24,8 @@ How the killed unit's task comes back depends on which clock runs out first, and
   orchestrator gives up on the attempt first and sends attempt 2 under a new task id
   (``search.retries``), which the surviving unit runs; the killed copy stays in the unacked hash
   and, restored 12 h later, would have expired (``expires`` = the measure timeout) and be dropped
-  unrun. Here the measure timeout is 60 s and the visibility timeout 12 h (the default).
+  unrun. Here the measure timeout is 40 s (a queued measurement waits at most one other one,
+  at most ~13 s each on a loaded machine) and the visibility timeout 12 h (the default).
 
 Each variant asserts its own mechanism (attempt 1 and the same id, or attempt 2 and a new one)
 and that every trial of the study was measured by the surviving unit. ``retry`` is what the
@@ -69,12 +70,12 @@ QUEUE = f"edge.{KIND}"
 UNITS = ("edge.slow", "edge.slow-2")  # the units' names: process, log, Celery hostname
 UNACKED = f"hpc2edge:unacked:{QUEUE}"
 
-# About 11 s per measurement: each series times for at least min_time_s and then meets its CI
+# About 6 s per measurement: each series times for at least min_time_s and then meets its CI
 # target at once (thousands of sub-millisecond runs), so it is a stable measurement, never
-# re-measured as unstable; the kill lands while it runs. The worst case (35 s) is inside the
+# re-measured as unstable; the kill lands while it runs. The worst case (~13 s) is inside the
 # 40 s measure limit.
-SLOW_MEASURE = {"warmup_min_s": 1.0, "warmup_min_runs": 3, "min_runs": 20, "min_time_s": 5.0,
-                "max_time_s": 8.0, "target_rel_ci": 0.05, "cooldown_timeout_s": 1.0}  # fmt: skip
+SLOW_MEASURE = {"warmup_min_s": 1.0, "warmup_min_runs": 3, "min_runs": 20, "min_time_s": 2.0,
+                "max_time_s": 4.0, "target_rel_ci": 0.05, "cooldown_timeout_s": 1.0}  # fmt: skip
 POINTS = [
     {**ONE_BLOCK, "block1_channels": 8, "block1_kernel_s": 3},
     {**ONE_BLOCK, "block1_channels": 8, "block1_kernel_s": 5},
@@ -86,7 +87,7 @@ MECHANISMS = {
     # The visibility timeout just above the longest task limit; the measure timeout the default.
     "restore": {**LIMITS, "HPC2EDGE_BROKER_VISIBILITY_TIMEOUT_S": "100"},
     # The visibility timeout the default (12 h); the orchestrator gives up on an attempt first.
-    "retry": {**LIMITS, "HPC2EDGE_SEARCH_MEASURE_TIMEOUT_S": "60", "HPC2EDGE_SEARCH_RETRIES": "2"},
+    "retry": {**LIMITS, "HPC2EDGE_SEARCH_MEASURE_TIMEOUT_S": "40", "HPC2EDGE_SEARCH_RETRIES": "2"},
 }
 
 

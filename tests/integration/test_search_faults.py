@@ -1,21 +1,35 @@
-"""Faults during a search: a train or edge worker killed mid-task (the broker redelivers the
-task and the trial completes) and the broker down for 30 s (everyone reconnects, nothing is lost).
+"""Faults during a search: the train and the edge worker killed mid-task (the broker redelivers
+each task and the trials complete) and the broker down for longer than the visibility timeout
+(everyone reconnects, nothing is lost).
 
 Runs on its own broker with a short visibility timeout (Redis redelivers an unacknowledged task
 after it), so the session's broker and workers are not disturbed. The visibility timeout must
-exceed the train time limit, and the tests wait for it after each kill; so the limit is as short
-as this machine allows: the training these searches send is first timed here (the same search
-over the in-process dispatcher), and the limit gives it several times that.
+exceed the train time limit; so the limit is as short as this machine allows: the trainings
+these searches send are first timed here (the same search over the in-process dispatcher), and
+the limit gives them several times that.
+
+**One search, both kills** (the ``killed`` fixture, asserted per kind by the parametrized test):
+two trials; the edge worker measures trial A, then, as A's training starts on the train worker,
+takes trial B's measurement. Each worker is killed one second into the task it holds (the node
+goes down: the worker, its pool process and any training child, at once), so both messages wait
+in their role's unacked hash. The replacements start once both are older than the visibility
+timeout: kombu's redis transport sweeps the unacked hash when a consumer starts polling (and
+then only every ~100 s: ``unacked_restore_interval`` 10 s x ``unacked_restore_throttle`` 10), so
+each replacement's first sweep puts the held task back on its queue. One wait for the visibility
+timeout serves both kinds; the redelivery is the broker's (attempt 1, the same task id) either
+way.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,36 +40,67 @@ optuna = pytest.importorskip("optuna")
 
 from hpc2edge.config import load_settings  # noqa: E402
 from hpc2edge.ops import localbroker  # noqa: E402
+from hpc2edge.roles import ROLE_OF_QUEUE  # noqa: E402
+from hpc2edge.search import study as st  # noqa: E402
 from hpc2edge.search.dispatch import InlineDispatcher  # noqa: E402
+from hpc2edge.search.objectives import Objective  # noqa: E402
 from hpc2edge.search.run import run_search  # noqa: E402
 from hpc2edge.store.artifacts import DirectoryArtifactStore  # noqa: E402
 from hpc2edge.testing.fakes import FakeEdge  # noqa: E402
 from hpc2edge.testing.training import make_tiny_data  # noqa: E402
 from hpc2edge.training.service import train_request  # noqa: E402
-from hpc2edge.transport.app import train_limits_s  # noqa: E402
+from hpc2edge.transport import broker  # noqa: E402
+from hpc2edge.transport.app import train_limits_s, unacked_prefix  # noqa: E402
 from hpc2edge.util import procs  # noqa: E402
 from tests.conftest import Stack, own_broker, start_worker, wait_ready  # noqa: E402
+from tests.integration.test_fleet_e2e import ONE_BLOCK  # noqa: E402
 from tests.integration.test_search_e2e import OPTIONS, executed  # noqa: E402
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The killed search waits out the visibility timeout once (a minute or more) and the broker
+# restart test its outage; both well inside this on a loaded machine.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
-# A measurement of about 5 s (the quick protocol takes under a second on these tiny models), so
+# A measurement of about 10 s (the quick protocol takes under a second on these tiny models), so
 # the kill lands while it runs; it converges (an unstable one would be measured again), and its
 # worst case stays within the worker's 40 s limit.
 SLOW_MEASURE = {"warmup_min_s": 1.0, "warmup_min_runs": 3, "min_runs": 20, "min_time_s": 4.0,
                 "max_time_s": 8.0, "target_rel_ci": 0.05, "cooldown_timeout_s": 1.0}  # fmt: skip
-FAULT_OPTIONS = {**OPTIONS, "parallel": 1, "epochs": 3, "protocol": SLOW_MEASURE}
+# The networks the searches here train, enqueued: one-block networks, so the trainings (and
+# with them the train limit and the visibility timeout) stay short and predictable on a loaded
+# machine; which network a trial trains is no part of what is tested.
+POINTS = [
+    {**ONE_BLOCK, "block1_channels": 8, "block1_kernel_s": 3},
+    {**ONE_BLOCK, "block1_channels": 8, "block1_kernel_s": 5},
+    {**ONE_BLOCK, "block1_channels": 16, "block1_kernel_s": 3},
+    {**ONE_BLOCK, "block1_channels": 16, "block1_kernel_s": 5},
+]
+LARGEST = POINTS[-1]  # timed: the longest training of the module
+FAULT_POINTS = POINTS[:2]  # A: its training is killed; B: its measurement is
+FAULT_OPTIONS = {**OPTIONS, "parallel": 2, "epochs": 3, "protocol": SLOW_MEASURE}
+# No reference-model check when these edge workers join (a second or two each): nothing here
+# reads the units' reports; tests/integration/test_fleet.py and test_fleet_e2e.py cover them.
+EDGE_ENV = {"HPC2EDGE_EDGE_REFERENCE_EVERY": "0"}
 
 MEASURE_LIMIT_S = 40  # SLOW_MEASURE's worst case is well inside it
 TRAIN_LIMIT_MIN_S = 50  # on an idle 2-core machine: the training child gets 45 s of it
 HEADROOM = 4  # the training child's limit is at least this many times the timed training
 
 
-def _timed_training_s(tmp: Path) -> float:
-    """Seconds the training the fault searches send takes on this machine now.
+def enqueue(study_name: str, storage_url: str, points: list[dict[str, Any]]) -> None:
+    """The study with ``points`` waiting in it: the search's first asks hand them out."""
+    objective = Objective("pareto")
+    sampler = st.make_sampler("random", objective, seed=0, trials=len(points))
+    study = st.open_study(study_name, storage_url, objective, sampler)
+    for params in points:
+        study.enqueue_trial(params)
 
-    The same search (options, seed, data) over the in-process dispatcher: the device is the
-    instant double, the training the real ``train_request`` a worker runs, in its child process.
+
+def _timed_training_s(tmp: Path) -> float:
+    """Seconds the longest training of this module (:data:`LARGEST`, the fault search's
+    epochs) takes on this machine now.
+
+    A search of it over the in-process dispatcher: the device is the instant double, the
+    training the real ``train_request`` a worker runs, in its child process.
     """
     data = tmp / "data"
     make_tiny_data(data)
@@ -69,11 +114,12 @@ def _timed_training_s(tmp: Path) -> float:
         return result
 
     dispatcher = InlineDispatcher({"measure": FakeEdge(artifacts), "train": train}, artifacts)
+    storage_url = f"sqlite:///{tmp / 'search.db'}"
+    enqueue("fault", storage_url, [LARGEST])
     summary, _ = run_search(
         load_settings(environ={"HPC2EDGE_STATE_DIR": str(tmp / "state")}), study_name="fault",
-        data=data, trials=1, progress=False, dispatcher=dispatcher,
-        storage_url=f"sqlite:///{tmp / 'search.db'}", store_url=f"sqlite:///{tmp / 'm.db'}",
-        **FAULT_OPTIONS,
+        data=data, trials=1, progress=False, dispatcher=dispatcher, storage_url=storage_url,
+        store_url=f"sqlite:///{tmp / 'm.db'}", **FAULT_OPTIONS,
     )  # fmt: skip
     assert summary["complete"] == 1 and len(seconds) == 1, summary
     return seconds[0]
@@ -104,73 +150,154 @@ def visibility_s(stack_: Stack) -> int:
     return stack_.settings.broker.visibility_timeout_s
 
 
-@pytest.mark.parametrize("kind", ["train", "measure"])
-def test_worker_killed_mid_task_is_redelivered_and_the_trial_completes(
-    short_stack: Stack, tmp_path: Path, kind: str
-) -> None:
-    queue = "train" if kind == "train" else "edge"
-    data = tmp_path / "data"
+def worker(stack_: Stack, queue: str, hostname: str) -> procs.ProcRecord:
+    return start_worker(stack_, queue, hostname, extra_env=EDGE_ENV if queue == "edge" else None)
+
+
+def received(log: str | Path, kind: str) -> list[str]:
+    """Ids of the ``kind`` tasks a worker's log says it received, in order."""
+    text = Path(log).read_text(errors="replace") if Path(log).exists() else ""
+    return re.findall(rf"Task hpc2edge\.{kind}\[([^\]]+)\] received", text)
+
+
+def unacked(stack_: Stack, queue: str) -> dict[str, float]:
+    """Task id -> delivery time (unix s) of each message in the unacked hash of ``queue``'s
+    role, read as admin: what a consumer's sweep restores once older than the visibility."""
+    prefix = unacked_prefix(stack_.as_role(ROLE_OF_QUEUE[queue]))
+    with broker.client(stack_.as_role("admin")) as admin:
+        delivered = dict(admin.zrange(f"{prefix}:index", 0, -1, withscores=True))
+        messages = admin.hgetall(prefix)
+    return {
+        json.loads(raw)[0]["headers"]["id"]: float(delivered.get(tag, 0.0))
+        for tag, raw in messages.items()
+    }
+
+
+@dataclass
+class Killed:
+    outcome: dict[str, Any]  # "summary" and "study", or "error"
+    held: dict[str, str]  # kind -> id of the task its worker held when killed
+    first: dict[str, procs.ProcRecord]  # kind -> the killed worker
+    replacement: dict[str, procs.ProcRecord]  # kind -> the worker started after the visibility
+
+
+KIND_QUEUE = {"train": "train", "measure": "edge"}
+#: Which received task of its kind each worker is killed on: the train worker on its first
+#: training (trial A's); the edge worker on its second measurement (trial B's, taken as A's
+#: training starts).
+KILL_ON = {"train": 1, "measure": 2}
+
+
+@pytest.fixture(scope="module")
+def killed(short_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Killed:
+    """The search of :data:`FAULT_POINTS` with both workers killed mid-task, run once.
+
+    Every worker it started is stopped before the tests read the outcome (their logs stay), so
+    none of them consumes another test's tasks on this broker."""
+    tmp = tmp_path_factory.mktemp("fault-kill")
+    data = tmp / "data"
     make_tiny_data(data)
-    first = {q: start_worker(short_stack, q, f"{q}@{kind}-fault") for q in ("edge", "train")}
-    replacement = None
+    first = {kind: worker(short_stack, q, f"{q}@fault") for kind, q in KIND_QUEUE.items()}
+    replacement: dict[str, procs.ProcRecord] = {}
     outcome: dict[str, Any] = {}
     try:
-        for q, record in first.items():
-            wait_ready(short_stack, q, record)
-        urls = {
-            "storage_url": f"sqlite:///{tmp_path / 'search.db'}",
-            "store_url": f"sqlite:///{tmp_path / 'm.db'}",
-        }
-        options = FAULT_OPTIONS
+        for kind, record in first.items():
+            wait_ready(short_stack, KIND_QUEUE[kind], record)
+
+        storage_url = f"sqlite:///{tmp / 'search.db'}"
+        enqueue("fault", storage_url, FAULT_POINTS)
 
         def search() -> None:
             try:
                 outcome["summary"], outcome["study"] = run_search(
-                    short_stack.settings, study_name="fault", data=data, trials=1,
-                    progress=False, **urls, **options,
+                    short_stack.settings, study_name="fault", data=data,
+                    trials=len(FAULT_POINTS), progress=False, storage_url=storage_url,
+                    store_url=f"sqlite:///{tmp / 'm.db'}", **FAULT_OPTIONS,
                 )  # fmt: skip
             except BaseException as exc:
                 outcome["error"] = exc
 
         thread = threading.Thread(target=search, daemon=True)
         thread.start()
-        victim = first[queue]
-        deadline = time.monotonic() + 120
-        pattern = rf"Task hpc2edge\.{kind}\[[^\]]+\] received"
-        while time.monotonic() < deadline and thread.is_alive():
-            if re.search(pattern, Path(victim.log).read_text()):
-                break
-            time.sleep(0.2)
-        time.sleep(1.0)
-        # The node goes down: the worker, its pool process and any training child, at once.
-        os.killpg(os.getpgid(victim.pid), signal.SIGKILL)
-        replacement = start_worker(short_stack, queue, f"{queue}2@{kind}-fault")
-        wait_ready(short_stack, queue, replacement)
-        thread.join(timeout=visibility_s(short_stack) + 120)
+        held: dict[str, str] = {}
+        seen_at: dict[str, float] = {}
+        deadline = time.monotonic() + 240
+        while len(held) < len(KILL_ON):
+            assert time.monotonic() < deadline and thread.is_alive(), (
+                f"no kill point reached (held: {held}): {outcome.get('error')!r}"
+            )
+            for kind, nth in KILL_ON.items():
+                if kind in held:
+                    continue
+                if kind not in seen_at:
+                    ids = received(first[kind].log, kind)
+                    if len(ids) >= nth:
+                        seen_at[kind] = time.monotonic()
+                elif time.monotonic() - seen_at[kind] >= 1.0:
+                    held[kind] = received(first[kind].log, kind)[nth - 1]
+                    os.killpg(os.getpgid(first[kind].pid), signal.SIGKILL)
+            time.sleep(0.1)
+        # Each held message waits in its role's unacked hash, delivered when it was received.
+        waiting = {kind: unacked(short_stack, KIND_QUEUE[kind]) for kind in KILL_ON}
+        for kind, task_id in held.items():
+            assert task_id in waiting[kind], (kind, task_id, waiting[kind])
+        due = max(waiting[kind][held[kind]] for kind in KILL_ON) + visibility_s(short_stack) + 1
+        time.sleep(max(0.0, due - time.time()))
+        replacement = {
+            kind: worker(short_stack, q, f"{q}2@fault") for kind, q in KIND_QUEUE.items()
+        }
+        for kind, record in replacement.items():
+            # A ping may queue behind the restored measurement: generous.
+            wait_ready(short_stack, KIND_QUEUE[kind], record, timeout_s=120)
+        thread.join(timeout=visibility_s(short_stack) + 240)
         assert not thread.is_alive(), "the search did not finish after the redelivery"
     finally:
-        for record in (*first.values(), replacement):
-            if record is not None:
-                procs.stop(record)
-    assert "error" not in outcome, outcome.get("error")
-    summary, study = outcome["summary"], outcome["study"]
-    assert summary["complete"] == 1, [t.user_attrs.get("reason") for t in study.trials]
-    (trial,) = study.trials
+        for record in (*first.values(), *replacement.values()):
+            procs.stop(record)
+    return Killed(outcome, held, first, replacement)
+
+
+@pytest.mark.parametrize("kind", ["train", "measure"])
+def test_worker_killed_mid_task_is_redelivered_and_the_trial_completes(
+    killed: Killed, kind: str
+) -> None:
+    """The ``killed`` search: the task the ``kind`` worker held when it died is redelivered by
+    the broker (attempt 1, the same id) to the replacement, which answers it; the victim never
+    finished it; every task of the kind ran exactly once; both trials complete."""
+    assert "error" not in killed.outcome, killed.outcome.get("error")
+    summary, study = killed.outcome["summary"], killed.outcome["study"]
+    assert summary["complete"] == len(FAULT_POINTS), [
+        t.user_attrs.get("reason") for t in study.trials
+    ]
+    held = killed.held[kind]
+    (trial,) = [t for t in study.trials if t.user_attrs[f"{kind}_task"]["id"] == held]
     task = trial.user_attrs[f"{kind}_task"]
     assert task["attempt"] == 1, "redelivered by the broker, not re-sent by the orchestrator"
     answered_by = trial.user_attrs["train" if kind == "train" else "latency"]["worker"]
-    assert answered_by == replacement.name
-    assert executed(replacement.log, kind) == [task["id"]]
-    assert executed(first[queue].log, kind) == []
+    assert answered_by == killed.replacement[kind].name
+    by_victim = executed(killed.first[kind].log, kind)
+    by_replacement = executed(killed.replacement[kind].log, kind)
+    assert held not in by_victim
+    assert by_replacement.count(held) == 1
+    assert sorted(by_victim + by_replacement) == sorted(
+        t.user_attrs[f"{kind}_task"]["id"] for t in study.trials
+    ), "each task of the kind ran once, on the victim or on its replacement"
 
 
 def test_broker_restart_mid_search_loses_nothing(short_stack: Stack, tmp_path: Path) -> None:
-    """Stop the broker (AOF on disk) mid-search for 30 s and start it again: the orchestrator and
-    both workers reconnect on their own, and every trial completes."""
+    """Stop the broker (AOF on disk) mid-search, a training in flight, and start it again: the
+    orchestrator and both workers reconnect on their own, and every trial completes.
+
+    The tasks in flight (that training, maybe a measurement) finish during the outage, but
+    their results and acks cannot reach the broker: their messages come back from the unacked
+    hashes once older than the visibility timeout. The outage outlasts it (a minute or more),
+    so each worker's first sweep when it reconnects restores them at once; after a shorter
+    outage they would wait for kombu's next sweep (~100 s later). Either way the orchestrator
+    keeps waiting: result reads fail and are tried again, nothing gives up."""
     data = tmp_path / "data"
     make_tiny_data(data)
-    edge = start_worker(short_stack, "edge", "edge@restart")
-    train = start_worker(short_stack, "train", "train@restart")
+    edge = worker(short_stack, "edge", "edge@restart")
+    train = worker(short_stack, "train", "train@restart")
     outcome: dict[str, Any] = {}
     try:
         wait_ready(short_stack, "edge", edge)
@@ -179,11 +306,12 @@ def test_broker_restart_mid_search_loses_nothing(short_stack: Stack, tmp_path: P
             "storage_url": f"sqlite:///{tmp_path / 'search.db'}",
             "store_url": f"sqlite:///{tmp_path / 'm.db'}",
         }
+        enqueue("restart", urls["storage_url"], POINTS)
 
         def search() -> None:
             try:
                 outcome["summary"], outcome["study"] = run_search(
-                    short_stack.settings, study_name="restart", data=data, trials=4,
+                    short_stack.settings, study_name="restart", data=data, trials=len(POINTS),
                     progress=False, **urls, **{**OPTIONS, "seed": 41},
                 )  # fmt: skip
             except BaseException as exc:
@@ -197,7 +325,7 @@ def test_broker_restart_mid_search_loses_nothing(short_stack: Stack, tmp_path: P
                 break
             time.sleep(0.2)
         localbroker.stop(short_stack.state_dir)  # SIGTERM: redis fsyncs the AOF and exits
-        time.sleep(30)
+        time.sleep(visibility_s(short_stack) + 5)
         assert thread.is_alive(), "the orchestrator must wait for the broker, not give up"
         localbroker.start(short_stack.settings)
         thread.join(timeout=visibility_s(short_stack) + 240)

@@ -4,12 +4,17 @@ trainer are the doubles of :mod:`hpc2edge.testing.fakes`, time is a :class:`Fake
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 
+from hpc2edge.errors import Hpc2EdgeError
 from hpc2edge.search import candidate as cand
+from hpc2edge.search import prepare
 from hpc2edge.search import study as st
 from hpc2edge.search.dispatch import InlineDispatcher
 from hpc2edge.search.objectives import Objective
@@ -97,3 +102,32 @@ def step_until(o: Orchestrator, clock: FakeClock, done: Any, limit: int = 500) -
         if not o.step():
             clock.sleep(o.config.poll_interval_s)
     return bool(done())
+
+
+@contextmanager
+def one_build_per_network() -> Iterator[dict[tuple[str, int], cand.Candidate]]:
+    """Build each (spec, export seed) once while it lasts: the first build is the real one
+    (ONNX export, the ONNX Runtime check, reference outputs), later builds of the same network
+    get that candidate back.
+
+    The export is deterministic (tests/unit/test_export.py: equal bytes for an equal spec and
+    seed, in a fresh process too), so a search test that runs the same seeded networks again
+    proves nothing more by exporting them again. Errors are not kept: each failing build runs.
+    Patches :func:`hpc2edge.search.prepare.build`, which the in-loop preparer, pairing and
+    confirmation call; a test may patch it again on top (its ``real`` is then this one).
+    """
+    real = prepare.build
+    built: dict[tuple[str, int], cand.Candidate] = {}
+
+    def build(spec: Any, seed: int) -> cand.Candidate | Hpc2EdgeError:
+        key = (spec.to_json(), seed)
+        if key not in built:
+            result = real(spec, seed)
+            if isinstance(result, Hpc2EdgeError):
+                return result
+            built[key] = result
+        return built[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prepare, "build", build)
+        yield built

@@ -137,7 +137,7 @@ def forward_200_samples(name: str) -> None:
 
 
 # swin3d-input samples differ from swin3d ones only in the input, which SMALL_INPUT overrides.
-# swin3d's 200 (~30 s) run in test_models_build_slow.py.
+# swin3d's 200 are built and run forward by their exports in test_export_slow.py (slow tier).
 def test_200_cnn3d_samples_build_and_run_forward():
     forward_200_samples("cnn3d")
 

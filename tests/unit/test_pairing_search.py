@@ -3,8 +3,9 @@ member and device kind, recorded before it is sent, checked at the boundary, and
 speed-up taken from it.
 
 The orchestrator runs over the inline dispatcher with real Optuna (SQLite), real stores and
-real ONNX export (:mod:`tests.support.search`); the device is :class:`FakeEdge`, whose pair
-mode answers with the ratio of its two noise-free latencies.
+real ONNX export (:mod:`tests.support.search`), each network exported once for the module; the
+device is :class:`FakeEdge`, whose pair mode answers with the ratio of its two noise-free
+latencies.
 """
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ from hpc2edge.search.objectives import kind_front
 from hpc2edge.search.pairing import PairRecord, PairState, stored
 from hpc2edge.testing.fakes import FakeEdge
 from hpc2edge.transport.taskids import queue_of
-from tests.support.search import Harness
+from tests.support.search import Harness, one_build_per_network
 
 pytestmark = pytest.mark.unit
 
 Result = dict[str, Any]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_export_per_network() -> Any:
+    """Every test here runs the same seeded networks and baseline: each is exported and checked
+    once for the module (:func:`tests.support.search.one_build_per_network`)."""
+    with one_build_per_network() as built:
+        yield built
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 capacity, results checked at the boundary, the recorder, the study settings, the export pool.
 
 The orchestrator runs over the inline dispatcher with real Optuna (SQLite), a real measurement
-store and real ONNX export, as in ``test_search_orchestrator.py``; the device and the trainer are
-the doubles of :mod:`hpc2edge.testing.fakes`. Each extension point is shown with one new object
+store and real ONNX export (each network exported once for the module), as in
+``test_search_orchestrator.py``; the device and the trainer are the doubles of
+:mod:`hpc2edge.testing.fakes`. Each extension point is shown with one new object
 (a second device kind, a second training rung, another send policy), nothing else changed.
 """
 
@@ -29,9 +30,18 @@ from hpc2edge.search.settings import difference  # noqa: E402
 from hpc2edge.search.stages import LatencyGate, MeasureStage, Pipeline, TrainStage  # noqa: E402
 from hpc2edge.space.base import ArchSpec  # noqa: E402
 from hpc2edge.testing.fakes import FakeEdge  # noqa: E402
-from tests.support.search import ONE_POINT, Harness, step_until  # noqa: E402
+from tests.support.search import ONE_POINT, Harness, one_build_per_network, step_until  # noqa: E402
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_export_per_network() -> Any:
+    """The tests here run the same seeded networks again and again: each is exported and
+    checked once for the module (:func:`tests.support.search.one_build_per_network`); the pool
+    test's spawned exporter always exports for real."""
+    with one_build_per_network() as built:
+        yield built
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The orchestrator over the inline dispatcher: real Optuna (SQLite), real measurement store, real
-ONNX export; the device and the trainer are the doubles of :mod:`hpc2edge.testing.fakes`.
+ONNX export (each network exported once for the module); the device and the trainer are the
+doubles of :mod:`hpc2edge.testing.fakes`.
 
 The same scenarios over real Celery workers are in ``tests/integration/test_search_e2e.py``.
 """
@@ -26,9 +27,24 @@ from hpc2edge.search.orchestrator import (  # noqa: E402
     LEASE_ATTR,
     SearchError,
 )
-from tests.support.search import ONE_POINT, PIN, Harness, states, step_until  # noqa: E402
+from tests.support.search import (  # noqa: E402
+    ONE_POINT,
+    PIN,
+    Harness,
+    one_build_per_network,
+    states,
+    step_until,
+)
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_export_per_network() -> Any:
+    """The tests here run the same seeded networks again and again: each is exported and
+    checked once for the module (:func:`tests.support.search.one_build_per_network`)."""
+    with one_build_per_network() as built:
+        yield built
 
 
 @pytest.fixture
@@ -358,10 +374,11 @@ def test_a_duplicate_released_by_its_failed_source_finishes_after_a_restart(h: H
 
 
 def test_a_candidate_whose_export_fails_fails_alone_once_the_device_is_known(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
+    h: Harness, monkeypatch: pytest.MonkeyPatch, one_export_per_network: dict[Any, Any]
 ) -> None:
     from hpc2edge.errors import ExportError
 
+    one_export_per_network.clear()  # every network of this search is built here, in order
     real_build = cand.build
     builds = {"n": 0}
 
