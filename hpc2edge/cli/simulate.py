@@ -118,9 +118,11 @@ def simulate_cmd(
     storage: str | None,
     as_json: bool,
 ) -> None:
-    """Simulate searches of a recorded benchmark: the real orchestrator and sampler against
-    simulated train workers and edge units on a virtual clock; hypervolume, the front, virtual
-    and GPU hours, and each queue's use, per seed and as a mean with its 95 % CI."""
+    """Try a search strategy on a recorded benchmark: the real orchestrator against simulated
+    workers and devices on a virtual clock.
+
+    The sampler and settings are those ``hpc2edge search`` would use; per seed and as a mean with
+    its 95 % CI: hypervolume, the front, virtual and GPU hours, and each queue's use."""
     from hpc2edge.search import study as st
     from hpc2edge.sim import benchmark as bm
     from hpc2edge.sim.fleet import Fault, SimTimes, units_of
