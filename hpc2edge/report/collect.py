@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from hpc2edge.config import mask_url
 from hpc2edge.errors import StudyStorageError
 from hpc2edge.search import records as stored
+from hpc2edge.search.objectives import NO_BETTER_THAN_CONSTANT
 from hpc2edge.search.settings import device_kinds
 from hpc2edge.search.storage import open_storage
 
@@ -61,7 +62,6 @@ STATES = {
 # --- rows -------------------------------------------------------------------------------------
 
 #: What a flagged model is, in words (the CLI's legend and the page's).
-NO_BETTER_THAN_CONSTANT = "no better than the constant predictor (the training split's mean target)"
 
 
 def constant_predictor(attrs: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None:

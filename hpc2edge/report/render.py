@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc2edge.report.collect import NO_BETTER_THAN_CONSTANT
+from hpc2edge.search.objectives import NO_BETTER_THAN_CONSTANT
 
 PLOTS = {"pareto": "pareto.png", "hypervolume": "hypervolume.png", "params": "params.png"}
 LOG_SPREAD = 10.0  # a log axis once the largest value is this many times the smallest

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 OBJECTIVES = ("pareto", "paper")
 #: User attribute holding a trial's constraint value (<= 0: feasible).
 CONSTRAINT_ATTR = "constraint_latency_ms"
+#: How the CLI and the report name a model whose val MSE is not below the constant predictor's.
+NO_BETTER_THAN_CONSTANT = "no better than the constant predictor (the training split's mean target)"
 
 
 @dataclass(frozen=True)
