@@ -323,8 +323,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def check_resume(bench: Benchmark, header: dict[str, Any], kind: str) -> None:
-    """Refuse to add rows recorded on another problem, pin or CPU to ``bench``."""
+def check_resume(
+    bench: Benchmark, header: dict[str, Any], kind: str, *, another_cpu: bool = False
+) -> bool:
+    """Refuse to add rows recorded on another problem, pin or latency protocol to ``bench``.
+
+    Another CPU model is refused too unless ``another_cpu``; then True is returned: this sitting's
+    training times must be calibrated (:func:`calibrate`) and every latency measured again in one
+    sitting (``--remeasure-latency``) before the table is used."""
     old = bench.header
     for key in ("pin", "data", "recipe", "max_epochs"):
         if _jsonable(old.get(key)) != _jsonable(header[key]):
@@ -343,8 +349,53 @@ def check_resume(bench: Benchmark, header: dict[str, Any], kind: str) -> None:
                 f"the output's latency was measured with another {key}: use another --out"
             )
     cpu_was, cpu_now = was["device"].get("cpu_model"), now["device"].get("cpu_model")
-    if cpu_was != cpu_now:
-        raise SystemExit(f"the output's latency was measured on {cpu_was!r}, this is {cpu_now!r}")
+    if cpu_was == cpu_now:
+        return False
+    if not another_cpu:
+        raise SystemExit(
+            f"the output's latency was measured on {cpu_was!r}, this is {cpu_now!r}: pass "
+            f"--another-cpu to go on here (training times are then scaled to the first "
+            f"sitting's machine, and every latency must be measured again in one sitting with "
+            f"--remeasure-latency)"
+        )
+    return True
+
+
+#: Rows of the table trained again when a sitting runs on another CPU (the baseline first).
+CALIBRATION_ROWS = 3
+
+
+def calibrate(rec: Recorder, bench: Benchmark, cpu_model: str | None) -> dict[str, Any]:
+    """Train the table's first :data:`CALIBRATION_ROWS` rows again (seed 0) on this machine.
+
+    Returns the session's calibration: ``speed_factor`` (the median of recorded / now seconds per
+    epoch; this sitting's times are multiplied by it, so every ``s_per_epoch`` of the table is in
+    the first sitting's machine's seconds) and how far the curves moved (``val_mse_rel_diff``,
+    the largest relative difference over the epochs: the same seed on another CPU's kernels)."""
+    rows = [r for r in bench.rows.values() if r.curve(0) is not None][:CALIBRATION_ROWS]
+    if not rows:
+        return {"cpu_model": cpu_model, "speed_factor": 1.0, "rows": []}
+    checks = []
+    for row in rows:
+        was = row.curve(0)
+        assert was is not None
+        now = rec.train(row.space, row.arch(), 0)
+        pairs = zip(was.val_mse, now.val_mse, strict=True)
+        diff = max(abs(a - b) / max(abs(a), 1e-12) for a, b in pairs)
+        checks.append(
+            {
+                "arch_id": row.arch_id,
+                "s_per_epoch_recorded": was.s_per_epoch,
+                "s_per_epoch_now": now.s_per_epoch,
+                "val_mse_rel_diff": round(diff, 6),
+            }
+        )
+        print(f"calibration {row.arch_id[:12]}: {was.s_per_epoch:.3f} s/epoch recorded, "
+              f"{now.s_per_epoch:.3f} now; val_mse within {diff:.1%}", file=sys.stderr,
+              flush=True)  # fmt: skip
+    ratios = sorted(c["s_per_epoch_recorded"] / c["s_per_epoch_now"] for c in checks)
+    factor = ratios[len(ratios) // 2]
+    return {"cpu_model": cpu_model, "speed_factor": round(factor, 6), "rows": checks}
 
 
 # --- one row ------------------------------------------------------------------------------------
@@ -368,6 +419,7 @@ class Recorder:
         self.recipe = recipe
         self.epochs = epochs
         self.kind = kind
+        self.speed_factor = 1.0  # this machine's seconds -> the first sitting's (calibrate)
 
     def measure(self, spec: ArchSpec) -> tuple[int, int, dict[str, Any]]:
         """(params, FLOPs, latency stats) of ``spec``; NetworkFailed when it cannot be measured."""
@@ -435,7 +487,7 @@ class Recorder:
             seed=seed,
             val_mse=tuple(float(v) for v in result["val_mse_per_epoch"]),
             train_loss=tuple(float(v) for v in result["train_loss_per_epoch"]),
-            s_per_epoch=float(result["train_s"]) / run,
+            s_per_epoch=float(result["train_s"]) / run * self.speed_factor,
             val_mse_constant=float(result["val_mse_constant"]),
         )
 
@@ -489,8 +541,9 @@ def record(args: argparse.Namespace) -> int:
     header["data"]["sha256"] = data_sha256
     if out.exists():
         bench = load(out)
-        check_resume(bench, header, kind)
+        calibrating = check_resume(bench, header, kind, another_cpu=args.another_cpu)
     else:
+        calibrating = False
         bench = Benchmark(header)
     session = {
         "started": _now(),
@@ -499,6 +552,10 @@ def record(args: argparse.Namespace) -> int:
         "trainings": 0,
     }
     bench.header.setdefault("sessions", []).append(session)
+    if calibrating:
+        cpus = bench.header["latency"][kind].setdefault("cpus", [_cpu(bench.header, kind)])
+        if _cpu(header, kind) not in cpus:
+            cpus.append(_cpu(header, kind))
     jobs = plan(args.n, args.swin, args.seed_subset, pin, baseline=not args.no_baseline)
     failed = bench.header.setdefault("failed", {})
     if args.retry_failed:
@@ -520,6 +577,10 @@ def record(args: argparse.Namespace) -> int:
     failures = 0
     with tempfile.TemporaryDirectory(prefix="hpc2edge-record-") as tmp:
         rec = Recorder(data, recipe, args.max_epochs, Path(tmp), kind)
+        if calibrating:
+            session["calibration"] = calibrate(rec, bench, _cpu(header, kind))
+            rec.speed_factor = session["calibration"]["speed_factor"]
+            bench.save(out)
         for i, job in enumerate(todo):
             if limit_s is not None and time.perf_counter() - started >= limit_s:
                 print(f"time limit reached after {i} networks: stopping", file=sys.stderr)
@@ -560,6 +621,11 @@ def record(args: argparse.Namespace) -> int:
             )
     print(f"{len(bench.rows)} rows in {out} ({failures} failed this run)", file=sys.stderr)
     return 0
+
+
+def _cpu(header: Mapping[str, Any], kind: str) -> str | None:
+    cpu: str | None = header["latency"][kind]["device"].get("cpu_model")
+    return cpu
 
 
 def _missing(bench: Benchmark, job: Job) -> bool:
@@ -603,7 +669,17 @@ def remeasure(args: argparse.Namespace) -> int:
     bench = load(out)
     kind = args.kind
     record_now = device_record(kind)
-    check_resume(bench, {**bench.header, "latency": {kind: record_now}}, kind)
+    another = check_resume(
+        bench, {**bench.header, "latency": {kind: record_now}}, kind, another_cpu=True
+    )
+    if another and args.remeasure_from:
+        raise SystemExit(
+            "--remeasure-from resumes a re-measurement on the machine that began it; this CPU "
+            "is another: start from the first row (leave --remeasure-from out)"
+        )
+    if another or "cpus" in bench.header["latency"][kind]:
+        # From the first row on, every latency is this machine's: it becomes the table's.
+        bench.header["latency"][kind].update(device=record_now["device"], cpus=[])
     rows = [bench.rows[k] for k in sorted(bench.rows) if k >= (args.remeasure_from or "")]
     started = _now()
     load_now = _machine.describe({})["load_avg_1m"]
@@ -620,6 +696,8 @@ def remeasure(args: argparse.Namespace) -> int:
                 continue
             was = row.latency[kind]["median_ms"]
             bench.add(dataclasses.replace(row, latency={**row.latency, kind: latency}))
+            if i + 1 == len(rows):
+                bench.header["latency"][kind].pop("cpus", None)  # one machine's latencies again
             bench.header["latency"][kind]["remeasured"] = {
                 "started": started, "updated": _now(), "load_avg_1m_start": load_now,
                 "rows": i + 1, "from": args.remeasure_from,
@@ -652,6 +730,20 @@ def report(path: Path, folds: int) -> str:
             f"thread(s), {rec.get('protocol', {}).get('name')} protocol, "
             f"{dev.get('cpu_model')}"
         )
+        if "cpus" in rec:
+            lines.append(
+                f"  WARNING: latencies from more than one machine "
+                f"({', '.join(map(str, rec['cpus']))} or a re-measurement not finished): run "
+                "--remeasure-latency"
+            )
+    for sitting in h.get("sessions", []):
+        cal = sitting.get("calibration")
+        if cal:
+            lines.append(
+                f"sitting {sitting['started']} on {cal['cpu_model']}: training times x "
+                f"{cal['speed_factor']:.3f} (calibrated on {len(cal['rows'])} rows; val MSE within "
+                f"{max((c['val_mse_rel_diff'] for c in cal['rows']), default=0):.1%})"
+            )
     for space in bench.spaces:
         rows = [r for r in bench.rows.values() if r.space == space]
         if not rows:
@@ -747,6 +839,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--retry-failed",
         action="store_true",
         help="train the networks whose training failed before again",
+    )
+    parser.add_argument(
+        "--another-cpu",
+        action="store_true",
+        help="go on recording on another CPU model: training times are calibrated against rows "
+        "already recorded; latencies must then be re-measured with --remeasure-latency",
     )
     parser.add_argument(
         "--remeasure-latency",

@@ -241,7 +241,8 @@ def _print_table(bench: Any, results: list[Any], summary: dict[str, Any]) -> Non
     hv = summary["hv_share"]
     click.echo(
         f"mean HV {hv['mean']:.3f} (95 % CI {hv['ci95_low']:.3f}-{hv['ci95_high']:.3f}) "
-        "as a share of the reference box (constant predictor's MSE x 1.1 x slowest)"
+        "as a share of the benchmark's box (log scale: best recorded / 1.1 to the constant "
+        "predictor's MSE and 1.1 x the slowest latency)"
     )
     h = summary["headline_speedup"]
     if h["n"]:

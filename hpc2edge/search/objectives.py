@@ -137,6 +137,30 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def log_box_share(
+    points: Sequence[tuple[float, float]],
+    ideal: tuple[float, float],
+    reference: tuple[float, float],
+) -> float:
+    """The share (0-1) of the box from ``ideal`` to ``reference`` that ``points`` dominate, each
+    axis in log scale (both coordinates minimised, all positive).
+
+    Latencies of one search space span two orders of magnitude, and a loss twice as low matters
+    as much near the best models as near the constant predictor: in linear scale the fast,
+    mediocre corner is nearly the whole box, and any sampler fills it in a few trials. Each
+    coordinate maps to ``log(v / ideal) / log(reference / ideal)``, what is better than the
+    ideal counting as the ideal (0)."""
+    if not (0 < ideal[0] < reference[0] and 0 < ideal[1] < reference[1]):
+        raise ValueError(f"the box needs 0 < ideal < reference on both axes: {ideal}, {reference}")
+    spans = (math.log(reference[0] / ideal[0]), math.log(reference[1] / ideal[1]))
+    mapped = [
+        tuple(max(0.0, math.log(v / ideal[k]) / spans[k]) for k, v in enumerate(p))
+        for p in points
+        if p[0] > 0 and p[1] > 0
+    ]
+    return hypervolume_2d([(a, b) for a, b in mapped], (1.0, 1.0))
+
+
 def hypervolume_2d(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
     """Area dominated by ``points`` and bounded by ``reference`` (both coordinates minimised)."""
     inside = [p for p in points if p[0] < reference[0] and p[1] < reference[1]]

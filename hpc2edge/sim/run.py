@@ -8,8 +8,8 @@ dispatcher (:class:`~hpc2edge.sim.fleet.SimFleet`), the clock
 (:class:`~hpc2edge.sim.fleet.VirtualClock`) and the preparer (candidates from the benchmark, no
 export). So a strategy tried here is the strategy a real search runs.
 
-What it measures (:class:`SimResult`): the front and its hypervolume against a reference common
-to every run of a benchmark (:func:`reference`), the hypervolume after each finished trial with
+What it measures (:class:`SimResult`): the front and its hypervolume in a box common to every run
+of a benchmark (:func:`box`: log scale on both axes), the hypervolume after each finished trial with
 the virtual time and GPU-hours spent so far, the baseline, the paper's headline figure (the
 speed-up of the fastest front member at least 1.35x more accurate than the trained baseline),
 the orchestrator's own CPU time per trial, and each queue's use.
@@ -35,7 +35,7 @@ from hpc2edge.search import candidate as cand
 from hpc2edge.search import study as st
 from hpc2edge.search.dispatch import Dispatcher
 from hpc2edge.search.lease import Clock
-from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, hypervolume_2d, pareto_front
+from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, log_box_share, pareto_front
 from hpc2edge.search.orchestrator import BASELINE, Orchestrator
 from hpc2edge.search.prepare import Preparer
 from hpc2edge.search.records import Job, JobState, task, waits_for_source
@@ -49,7 +49,8 @@ from hpc2edge.store.measurements import MeasurementStore
 #: The paper's headline: the fastest front member whose loss is this much lower than the
 #: trained baseline's.
 HEADLINE_LOSS_RATIO = 1.35
-#: The reference latency is this factor times the slowest latency the benchmark recorded.
+#: The box's reference latency is this factor times the slowest latency the benchmark recorded;
+#: its ideal corner is the lowest loss and the fastest latency recorded, divided by it.
 LATENCY_REF_FACTOR = 1.1
 
 Callback = Callable[[str, Job | None], None]
@@ -123,7 +124,8 @@ class SimResult:
     """What one simulated study found and cost; see the module docstring."""
 
     config: dict[str, Any]
-    reference: tuple[float, float]
+    reference: tuple[float, float]  # the box's worst corner (loss, latency)
+    ideal: tuple[float, float]  # its best corner
     finished: list[Finished]
     front: list[dict[str, Any]]
     hypervolume: float
@@ -140,12 +142,16 @@ class SimResult:
 
     @property
     def hv_share(self) -> float:
-        """The hypervolume as a share of the reference box."""
-        return self.hypervolume / (self.reference[0] * self.reference[1])
+        """The hypervolume: already a share of the (log-scale) box."""
+        return self.hypervolume
 
     def hv_after(self, n: int) -> float:
         """The hypervolume of the first ``n`` finished trials."""
-        return hypervolume_2d(_points(self.finished[:n]), self.reference)
+        return self.hv_of(self.finished[:n])
+
+    def hv_of(self, finished: Sequence[Finished]) -> float:
+        """The hypervolume of ``finished`` (some of this run's trials) in this run's box."""
+        return log_box_share(_points(finished), self.ideal, self.reference)
 
     def gpu_s_to_reach(self, target_hv: float, every: int = 1) -> float | None:
         """GPU-seconds spent when the hypervolume first reached ``target_hv`` (None: never)."""
@@ -180,6 +186,7 @@ class SimResult:
         return {
             "config": self.config,
             "reference": list(self.reference),
+            "ideal": list(self.ideal),
             "hypervolume": self.hypervolume,
             "hv_share": self.hv_share,
             "front": self.front,
@@ -216,11 +223,17 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def reference(benchmark: Any, kind: str | None = None, scale: float = 1.0) -> tuple[float, float]:
-    """The hypervolume reference of a benchmark: (the constant predictor's validation MSE,
-    1.1 x the slowest median latency it recorded on ``kind``), so a network no better than
-    predicting the mean adds nothing and every run of the benchmark shares one box. A kind it
-    did not record is simulated as its first kind times ``scale``, and so is its reference."""
+def box(
+    benchmark: Any, kind: str | None = None, scale: float = 1.0
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The hypervolume box of a benchmark, (ideal, reference), both (loss, latency): every run
+    of the benchmark shares it, so their hypervolumes compare.
+
+    The reference is the constant predictor's validation MSE and 1.1 x the slowest median
+    latency recorded on ``kind`` (a network no better than predicting the mean adds nothing);
+    the ideal is the lowest validation MSE and the fastest latency recorded, each divided by
+    1.1. A kind it did not record is simulated as its first kind times ``scale``, and so is its
+    box."""
     if kind not in benchmark.kinds:
         kind = benchmark.kinds[0]
     else:
@@ -229,8 +242,12 @@ def reference(benchmark: Any, kind: str | None = None, scale: float = 1.0) -> tu
     if not rows:
         raise Hpc2EdgeError("the benchmark has no rows")
     constant = max(r.curves[0].val_mse_constant for r in rows)
-    slowest = max(r.latency[kind]["median_ms"] for r in rows if kind in r.latency)
-    return float(constant), LATENCY_REF_FACTOR * float(slowest) * scale
+    lowest = min(min(c.val_mse) for r in rows for c in r.curves)
+    latencies = [r.latency[kind]["median_ms"] for r in rows if kind in r.latency]
+    f = LATENCY_REF_FACTOR
+    ideal = (float(lowest) / f, float(min(latencies)) * scale / f)
+    reference = (float(constant), f * float(max(latencies)) * scale)
+    return ideal, reference
 
 
 def simulate(
@@ -263,7 +280,7 @@ def simulate(
                 val_mse=a.get("val_mse") if job.state is JobState.COMPLETE else None,
                 latency_ms=ms if isinstance(ms, (int, float)) else None,
                 feasible=constraint is None or constraint <= 0,
-                train_s=float(a.get("train_s") or 0.0),
+                train_s=_train_s(a),
             )
         )
         waits.look()
@@ -281,11 +298,11 @@ def simulate(
             store.close()
     cpu_s = time.process_time() - cpu0
     first = next(iter(config.units))
-    ref = reference(benchmark, first, config.scales.get(first, 1.0))
+    corners = box(benchmark, first, config.scales.get(first, 1.0))
     use = fleet.utilisation()
     for q, idle_s in waits.idle_s.items():
         use[q]["idle_while_ready_s"] = idle_s
-    result = _result(o, summary, config, ref, finished, use, clock, cpu_s)
+    result = _result(o, summary, config, corners, finished, use, clock, cpu_s)
     result.ask_cpu_s = ask_cpu_s
     return result
 
@@ -504,6 +521,17 @@ def _study(
     )
 
 
+def _train_s(attrs: dict[str, Any]) -> float:
+    """A trial's training seconds: its ``train`` summary's, plus each earlier rung's
+    (``train.r<k>``) in a multi-fidelity search."""
+    total = 0.0
+    for key, value in attrs.items():
+        if (key == "train" or key.startswith("train.r")) and isinstance(value, dict):
+            seconds = value.get("train_s")
+            total += float(seconds) if isinstance(seconds, (int, float)) else 0.0
+    return total
+
+
 def _points(finished: Sequence[Finished]) -> list[tuple[float, float]]:
     return [
         (f.val_mse, f.latency_ms)
@@ -520,7 +548,7 @@ def _result(
     o: Orchestrator,
     summary: dict[str, Any],
     config: SimConfig,
-    ref: tuple[float, float],
+    corners: tuple[tuple[float, float], tuple[float, float]],
     finished: list[Finished],
     use: dict[str, dict[str, Any]],
     clock: VirtualClock,
@@ -551,10 +579,11 @@ def _result(
     cfg["epochs"] = o.plan.epochs
     return SimResult(
         config=cfg,
-        reference=ref,
+        reference=corners[1],
+        ideal=corners[0],
         finished=finished,
         front=front,
-        hypervolume=hypervolume_2d(points, ref),
+        hypervolume=log_box_share(points, *corners),
         baseline=baseline,
         headline_speedup=headline,
         counts={k: v for k, v in summary.items() if k not in ("front", "baseline", "study")},
@@ -572,11 +601,11 @@ __all__ = [
     "SimConfig",
     "SimResult",
     "WaitMeter",
+    "box",
     "epochs_of",
     "make_fleet",
     "make_orchestrator",
     "make_sampler",
     "mean_ci95",
-    "reference",
     "simulate",
 ]

@@ -13,6 +13,7 @@ from hpc2edge.search.objectives import (
     Objective,
     constraints_func,
     hypervolume_2d,
+    log_box_share,
     pareto_front,
 )
 
@@ -63,6 +64,31 @@ def test_hypervolume_by_hand() -> None:
     # Dominated and out-of-reference points add nothing.
     assert hypervolume_2d([(1, 2), (2, 1), (2.5, 2.5), (4, 0.5)], (3, 3)) == 3.0
     assert hypervolume_2d([], (3, 3)) == 0.0
+
+
+def test_log_box_share_by_hand() -> None:
+    ideal, ref = (0.01, 1.0), (1.0, 100.0)
+    # The geometric middle of both axes dominates a quarter of the box.
+    assert log_box_share([(0.1, 10.0)], ideal, ref) == pytest.approx(0.25)
+    # The ideal corner, or anything better, dominates all of it.
+    assert log_box_share([(0.01, 1.0)], ideal, ref) == pytest.approx(1.0)
+    assert log_box_share([(0.001, 0.5)], ideal, ref) == pytest.approx(1.0)
+    # Better than the ideal on one axis only: clipped to the ideal there.
+    assert log_box_share([(0.001, 10.0)], ideal, ref) == pytest.approx(0.5)
+    # At or beyond the reference, or not positive: nothing.
+    assert log_box_share([(1.0, 1.0), (0.1, 100.0), (0.0, 5.0), (0.1, -1.0)], ideal, ref) == 0.0
+    # A factor of 10 counts the same anywhere on an axis (not so in linear scale).
+    fast = log_box_share([(0.1, 1.0)], ideal, ref)
+    slow = log_box_share([(0.1, 10.0)], ideal, ref)
+    assert fast - slow == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    "ideal, ref", [((1.0, 1.0), (1.0, 2.0)), ((0.0, 1.0), (1.0, 2.0)), ((2.0, 1.0), (1.0, 2.0))]
+)
+def test_log_box_share_refuses_a_box_that_is_not_one(ideal, ref) -> None:
+    with pytest.raises(ValueError, match="0 < ideal < reference"):
+        log_box_share([(0.5, 1.5)], ideal, ref)
 
 
 def test_hypervolume_matches_a_grid_count() -> None:

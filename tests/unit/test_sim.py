@@ -90,6 +90,22 @@ def test_durations_follow_the_benchmark_and_the_fleet_runs_tasks_in_parallel(ben
     assert four.virtual_s < one.virtual_s / 2  # ... on four workers at once
     assert one.use["train"]["busy_share"] > 0.9  # one worker: never idle while work waits
     assert all(u["idle_while_queued_s"] == 0 for u in four.use.values())
+    # Each finished trial carries its own training time (the training loop's, as a worker
+    # reports it); with each task's start-up they are the GPU time.
+    assert all(f.train_s > 0 for f in one.finished if f.state == JobState.COMPLETE.value)
+    start_ups = len(one.finished) * SimTimes().train_overhead_s
+    assert sum(f.train_s for f in one.finished) + start_ups == pytest.approx(one.gpu_s)
+
+
+def test_the_hypervolume_is_a_share_of_the_benchmarks_log_box(bench) -> None:
+    result = simulate(bench, SimConfig(trials=8, sampler="random", seed=2))
+    (ideal_loss, ideal_ms), (ref_loss, ref_ms) = result.ideal, result.reference
+    assert 0 < ideal_loss < ref_loss and 0 < ideal_ms < ref_ms
+    assert 0 < result.hypervolume == result.hv_share < 1
+    assert result.hv_after(len(result.finished)) == pytest.approx(result.hypervolume)
+    # Growing with the trials (the front only improves).
+    hvs = [result.hv_after(n) for n in range(1, len(result.finished) + 1)]
+    assert hvs == sorted(hvs) and hvs[0] < hvs[-1]
 
 
 def test_latency_first_prunes_over_budget_candidates_before_training(bench) -> None:
