@@ -31,8 +31,6 @@ def _sqlite_without_fsync() -> None:
     10-20 ms on a VM disk, CPU idle or not. What a commit makes visible to other connections and
     processes is unchanged (a killed process loses nothing); only a power cut could lose one.
     Processes the tests start (workers, ``hpc2edge search``) keep SQLite's default."""
-    if os.environ.get("ZZ_TMP_FSYNC"):
-        return
     try:
         import sqlite3
 
