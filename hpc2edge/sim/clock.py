@@ -44,7 +44,10 @@ class VirtualClock:
         #: Virtual seconds the orchestrator spent computing (``charge_cpu``) and sleeping.
         self.busy_s = 0.0
         self.slept_s = 0.0
+        #: CPU seconds of the simulator's own work (:meth:`excluded`), charging or not.
+        self.own_cpu_s = 0.0
         self._cpu = time.process_time()
+        self._depth = 0
 
     def time(self) -> float:
         if self.charge_cpu:
@@ -57,13 +60,21 @@ class VirtualClock:
     @contextlib.contextmanager
     def excluded(self) -> Iterator[None]:
         """CPU time spent inside is the simulator's own (its answers, its workers), not the
-        orchestrator's: it does not move a charging clock."""
+        orchestrator's: it does not move a charging clock, and it is counted in
+        :attr:`own_cpu_s` (once, however deep the nesting)."""
+        if self._depth:
+            yield
+            return
+        self._depth += 1
         t0 = time.process_time()
         try:
             yield
         finally:
+            self._depth -= 1
+            spent = time.process_time() - t0
+            self.own_cpu_s += spent
             if self.charge_cpu:
-                self._cpu += time.process_time() - t0
+                self._cpu += spent
 
     def sleep(self, seconds: float) -> None:
         now = self.time()

@@ -43,13 +43,18 @@ def test_bench_search_prints_both_tables_and_run_all_reads_its_json(tmp_path: Pa
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "6 trials (best hypervolume seen" in proc.stdout
+    assert "6 trials (hypervolume as a share of the log box" in proc.stdout
     assert "default sampler (tpe) at 64 trials" not in proc.stdout  # no 64-trial budget asked
     assert "fleet scale: 24 trials" in proc.stdout and "journal" in proc.stdout
     report = json.loads(out.read_text())
     row = report["samplers"]["6"]["samplers"]
     assert set(row) == {"random", "tpe", "nsga2", "paper"}
     assert row["random"]["hv_ratio_vs_random"]["mean"] == pytest.approx(1.0)
+    for s in row.values():
+        assert 0 < s["hv_share_mean"] < 1
+        head = s["headline_speedup"]
+        if head["n"]:  # a geometric mean lies inside its CI
+            assert head["ci95"][0] <= head["geomean"] <= head["ci95"][1]
     fleet = report["fleet"]["storages"]["journal"]
     assert fleet["cpu_ms_per_trial"] > 0 and 0 <= fleet["train_busy_share"] <= 1
 

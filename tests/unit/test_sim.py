@@ -8,6 +8,7 @@ store and benchmark (a formula-made one, :mod:`tests.support.benchmarks`, throug
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import optuna
@@ -182,6 +183,20 @@ def test_cpu_time_moves_a_charging_clock() -> None:
     sum(i * i for i in range(300_000))
     assert clock.time() > start
     assert clock.busy_s > 0
+
+
+def test_the_simulators_own_work_is_not_the_orchestrators() -> None:
+    """CPU inside ``excluded`` neither moves a charging clock nor counts as the loop's, and is
+    counted once however deep the nesting."""
+    clock = VirtualClock(charge_cpu=True)
+    t0, start = time.process_time(), clock.time()
+    with clock.excluded():
+        sum(i * i for i in range(300_000))
+        with clock.excluded():
+            sum(i * i for i in range(300_000))
+    spent = time.process_time() - t0
+    assert clock.time() - start < 0.2 * spent  # only the calls' own moments, not the work
+    assert 0.8 * spent <= clock.own_cpu_s <= spent
 
 
 @pytest.mark.parametrize(
