@@ -361,7 +361,7 @@ def check_resume(
     return True
 
 
-#: Rows of the table trained again when a sitting runs on another CPU (the baseline first).
+#: Rows of the table (the first by arch id) trained again when a sitting runs on another CPU.
 CALIBRATION_ROWS = 3
 
 

@@ -80,6 +80,31 @@ def test_records_rows_and_resumes(
     for arch_id, row in third.rows.items():
         assert row.curves == second.rows[arch_id].curves
         assert row.latency[kind]["n"] >= 20
+    # Another CPU: refused unless asked for; then training times are calibrated on rows
+    # already recorded, and the latencies are flagged until measured again in one sitting.
+    real_record = recorder.device_record
+
+    def another_cpu(kind):
+        record = real_record(kind)
+        return {**record, "device": {**record["device"], "cpu_model": "Another CPU 9000"}}
+
+    monkeypatch.setattr(recorder, "device_record", another_cpu)
+    with pytest.raises(SystemExit, match="pass --another-cpu"):
+        recorder.main([*common, "--n", "3"])
+    assert recorder.main([*common, "--n", "3", "--another-cpu"]) == 0
+    fourth = bm.load(out)
+    assert len(fourth.rows) == 3
+    calibration = fourth.header["sessions"][-1]["calibration"]
+    assert calibration["cpu_model"] == "Another CPU 9000" and calibration["speed_factor"] > 0
+    assert [c["arch_id"] for c in calibration["rows"]] == list(third.rows)[:2]
+    assert fourth.header["latency"][kind]["cpus"][-1] == "Another CPU 9000"
+    assert recorder.main(["--out", str(out), "--report"]) == 0
+    assert "WARNING: latencies from more than one machine" in capsys.readouterr().out
+    assert recorder.main(["--out", str(out), "--remeasure-latency"]) == 0
+    fifth = bm.load(out)
+    assert "cpus" not in fifth.header["latency"][kind]
+    assert fifth.header["latency"][kind]["device"]["cpu_model"] == "Another CPU 9000"
+    monkeypatch.setattr(recorder, "device_record", real_record)
     # Another problem (here: other data) is refused, not mixed in.
     small = recorder.problem
 
