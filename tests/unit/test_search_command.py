@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from hpc2edge.search.dispatch import InlineDispatcher
-from hpc2edge.search.run import NoLiveWorkers, missing_workers, preflight
+from hpc2edge.search.run import (
+    RDB_FLEET_WORKERS,
+    NoLiveWorkers,
+    missing_workers,
+    preflight,
+    storage_advice,
+)
 from hpc2edge.store.artifacts import DirectoryArtifactStore
 from hpc2edge.testing.fakes import FakeClock, FakeEdge, FakeTrainer
 
@@ -71,6 +77,23 @@ def test_a_queue_reported_empty_or_not_reported_is_missing(tmp_path):
     assert missing_workers(
         dispatcher(tmp_path, lambda: {"train": 2, "edge": 1}), ["edge.nano", "train"]
     ) == ["edge.nano"]
+
+
+def test_a_fleet_on_an_rdb_storage_is_advised_a_journal_file(tmp_path):
+    many = dispatcher(tmp_path, lambda: {"edge": 16, "train": RDB_FLEET_WORKERS})
+    few = dispatcher(tmp_path, lambda: {"edge": 1, "train": RDB_FLEET_WORKERS - 1})
+    for url in ("sqlite:///s.db", "postgresql+psycopg://u@h/db"):
+        advice = storage_advice(url, many)
+        assert advice and f"{RDB_FLEET_WORKERS} live train workers" in advice
+        assert 'search.storage = "journal:///PATH"' in advice
+        assert storage_advice(url, few) is None
+    assert storage_advice("journal:///s.journal", many) is None
+    assert storage_advice("sqlite:///s.db", dispatcher(tmp_path)) is None  # nobody can tell
+
+    def broken() -> dict[str, int]:
+        raise ConnectionError("broker away")
+
+    assert storage_advice("sqlite:///s.db", dispatcher(tmp_path, broken)) is None
 
 
 def test_preflight_names_the_missing_queue_and_how_to_start_a_worker(tmp_path):
