@@ -282,12 +282,16 @@ class Orchestrator:
         return self._live
 
     def _set_capacity(self, live: dict[str, int]) -> None:
-        """One slot per live worker where they are counted, ``parallel`` elsewhere; the
-        configured ``slots`` win. ``parallel`` 0 follows the workers: twice their slots."""
-        counted = Capacity.from_workers(live, self.pipeline.queues, 0).slots
-        slots = {**counted, **self.config.slots}
+        """``1 + queue_ahead`` slots per live worker where they are counted, ``parallel``
+        elsewhere; the configured ``slots`` win. ``parallel`` 0 follows the workers: twice
+        their count (the tasks queued ahead are not more candidates for the sampler to wait
+        on)."""
+        queues = self.pipeline.queues
+        workers = {**Capacity.from_workers(live, queues, 0).slots, **self.config.slots}
+        ahead = Capacity.from_workers(live, queues, 0, ahead=self.config.queue_ahead).slots
+        slots = {**ahead, **self.config.slots}
         if self.config.parallel == 0:
-            self._parallel = max(2, 2 * sum(slots.get(q, 0) for q in self.pipeline.queues))
+            self._parallel = max(2, 2 * sum(workers.get(q, 0) for q in queues))
         self.capacity = Capacity(slots, self._parallel)
 
     # --- what jobs the orchestrator has -----------------------------------------------------

@@ -4,8 +4,10 @@ Trials are asked ahead into a ready pool (``parallel`` candidates in flight, mor
 slots of any one queue), so the orchestrator has a choice. Each step it offers a policy, per
 queue, every task that could be sent now (its stage is ready, its candidate exported, its
 back-off over) and sends the first ``free`` of the policy's order, where ``free`` is the queue's
-capacity less the tasks already on it. Capacity per queue is one slot per live worker (a device
-measures one model at a time; a train worker trains one), or ``parallel`` where it is unknown.
+capacity less the tasks already on it. Capacity per queue is ``1 + queue_ahead`` slots per live
+worker (a device measures one model at a time, a train worker trains one; the rest wait on the
+broker's queue, so a worker that finishes starts its next task at once), or ``parallel`` where
+the workers are not counted.
 
 :class:`Fifo` (the default) sends in the order the jobs were taken up: trials re-attached from
 the storage in their order, the baseline, then trials as they are asked. A policy
@@ -60,11 +62,19 @@ class Capacity:
         return max(0, int(self.slots.get(queue, self.default)))
 
     @classmethod
-    def from_workers(cls, live: Mapping[str, int], queues: Sequence[str], default: int) -> Capacity:
-        """One slot per live worker on each queue the study needs (at least one, at most
-        :data:`MAX_SLOTS`: worker heartbeats are written by the workers, so a count is a claim)."""
+    def from_workers(
+        cls, live: Mapping[str, int], queues: Sequence[str], default: int, *, ahead: int = 0
+    ) -> Capacity:
+        """``1 + ahead`` slots per live worker on each queue the study needs (at least one
+        worker counted, at most :data:`MAX_SLOTS` slots: worker heartbeats are written by the
+        workers, so a count is a claim)."""
         return cls(
-            {q: min(MAX_SLOTS, max(1, int(live.get(q, 0)))) for q in queues if q in live}, default
+            {
+                q: min(MAX_SLOTS, max(1, int(live.get(q, 0))) * (1 + ahead))
+                for q in queues
+                if q in live
+            },
+            default,
         )
 
 

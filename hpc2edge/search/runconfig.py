@@ -36,9 +36,13 @@ class SearchConfig:
         trials: Optuna trials to finish (the baseline is not one of them).
         parallel: candidates in flight at once (the ready pool the send policy chooses from);
             0 means twice the live workers, at least 2.
-        slots: task slots per queue (``{"edge": 1, "train": 4}``); a queue not named gets one
-            per live worker where the dispatcher counts them (again every 30 s), else
-            ``parallel``.
+        slots: task slots per queue (``{"edge": 1, "train": 4}``); a queue not named gets
+            ``1 + queue_ahead`` per live worker where the dispatcher counts them (again every
+            30 s), else ``parallel``.
+        queue_ahead: tasks kept waiting on a counted queue per live worker, beyond the one it
+            runs: a worker that finishes takes its next task from the broker at once, not at
+            the loop's next step (its poll, its asks: seconds against a measurement of seconds).
+            0: a task is sent only when a worker is free.
         latency_first: measure before training; with False both are sent at once.
         batch_size, precision, protocol: how the edge measures (``protocol``: a name from
             :data:`candidate.PROTOCOLS` or a protocol dict).
@@ -63,6 +67,7 @@ class SearchConfig:
     trials: int
     parallel: int = 0
     slots: dict[str, int] = field(default_factory=dict)
+    queue_ahead: int = 1
     latency_first: bool = True
     batch_size: int = 1
     precision: str = "fp32"
@@ -88,6 +93,8 @@ class SearchConfig:
             raise ValueError("parallel must be >= 0 (0: twice the live workers)")
         if any(n < 1 for n in self.slots.values()):
             raise ValueError("slots must be >= 1 per queue")
+        if not 0 <= self.queue_ahead <= 8:
+            raise ValueError("queue_ahead must be in 0-8")
         if self.measure_timeout_s <= 0 or self.train_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
         if not 0 <= self.retries <= 10:

@@ -71,6 +71,7 @@ class SimConfig:
             objective's).
         epochs: epochs per training (default: the benchmark's recipe).
         parallel: candidates in flight (0: twice the live workers).
+        queue_ahead: tasks waiting on each queue per worker (as ``SearchConfig``).
         latency_first, baseline: as ``hpc2edge search``.
         faults: workers that stop at set times.
         times: durations besides the benchmark's.
@@ -92,6 +93,7 @@ class SimConfig:
     scales: dict[str, float] = field(default_factory=dict)
     epochs: int | None = None
     parallel: int = 0
+    queue_ahead: int = SearchConfig.queue_ahead
     latency_first: bool = True
     baseline: bool = True
     faults: tuple[Fault, ...] = ()
@@ -301,8 +303,8 @@ def simulate(
     first = next(iter(config.units))
     corners = box(benchmark, first, config.scales.get(first, 1.0))
     use = fleet.utilisation()
-    for q, idle_s in waits.idle_s.items():
-        use[q]["idle_while_ready_s"] = idle_s
+    for q in use:
+        use[q]["idle_while_ready_s"] = waits.idle_s.get(q, 0.0)
     result = _result(o, summary, config, corners, finished, use, clock, cpu_s)
     result.ask_cpu_s = ask_cpu_s
     return result
@@ -438,6 +440,7 @@ def make_orchestrator(
     search = SearchConfig(
         trials=config.trials,
         parallel=config.parallel,
+        queue_ahead=config.queue_ahead,
         latency_first=config.latency_first,
         protocol=_protocol(benchmark, next(iter(config.units))),
         devices=tuple((k, None) for k in config.units),

@@ -586,11 +586,30 @@ def test_a_failed_worker_count_keeps_the_last_capacity(h: Harness) -> None:
     h.dispatcher.workers = lambda *_: answers.pop(0) if answers else {}  # type: ignore[method-assign]
     o = h.orchestrator(trials=2, parallel=4)
     o.start()
-    assert o.capacity.of("edge") == 1
+    assert o.capacity.of("edge") == 2  # the one it runs, one waiting (queue_ahead 1)
     h.clock.sleep(31)
     o.step()  # the count is taken again, and fails
-    assert o.capacity.of("edge") == 1, "a failed count must not open every queue to parallel"
+    assert o.capacity.of("edge") == 2, "a failed count must not open every queue to parallel"
     o.release()
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 3])
+def test_each_counted_worker_gets_its_task_and_queue_ahead_more(h: Harness, ahead: int) -> None:
+    """Tasks wait on the broker's queue for a worker that finishes, but the ready pool (what
+    the sampler waits on) follows the workers, not the slots."""
+    h.dispatcher.workers = lambda *_: {"edge": 2, "train": 3}  # type: ignore[method-assign]
+    o = h.orchestrator(trials=2, parallel=0, queue_ahead=ahead)
+    o.start()
+    assert o.capacity.of("edge") == 2 * (1 + ahead)
+    assert o.capacity.of("train") == 3 * (1 + ahead)
+    assert o._parallel == 2 * (2 + 3)
+    o.release()
+    # Configured slots win over the count, ahead or not.
+    h.dispatcher.workers = lambda *_: {"edge": 2, "train": 3}  # type: ignore[method-assign]
+    fixed = h.orchestrator("t", trials=2, parallel=0, queue_ahead=ahead, slots={"edge": 1})
+    fixed.start()
+    assert fixed.capacity.of("edge") == 1 and fixed._parallel == 2 * (1 + 3)
+    fixed.release()
 
 
 class Greedy:
@@ -674,7 +693,7 @@ def test_a_worker_count_claiming_a_billion_workers_is_capped(h: Harness) -> None
     h.dispatcher.workers = lambda *_: {"edge": 10**9, "train": 1}  # type: ignore[method-assign]
     o = h.orchestrator(trials=3, parallel=0)
     o.start()
-    assert o.capacity.of("edge") == MAX_SLOTS and o.capacity.of("train") == 1
+    assert o.capacity.of("edge") == MAX_SLOTS and o.capacity.of("train") == 2
     assert o.run()["complete"] == 3  # asks are bounded by --trials whatever the pool
 
 
