@@ -396,19 +396,33 @@ def verdict(table: dict[str, Any]) -> str | None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--benchmark", default=bm.DEFAULT, help="name or file (default: %(default)s)")
-    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=20, help="seeds per sampler (default: %(default)s)")
     p.add_argument("--trials", default="32,64,128", help="budgets, comma-separated")
-    p.add_argument("--samplers", default=",".join(SAMPLERS))
-    p.add_argument("--train-workers", type=int, default=4)
-    p.add_argument("--units", type=int, default=1)
-    p.add_argument("--fleet-trials", type=int, default=2000)
-    p.add_argument("--fleet-workers", type=int, default=256)
-    p.add_argument("--fleet-units", type=int, default=16)
-    p.add_argument("--fleet-train-s", type=float, default=60.0)
-    p.add_argument("--fleet-sampler", default=DEFAULT_SAMPLER)
-    p.add_argument("--fleet-storages", default="sqlite,postgresql,journal")
-    p.add_argument("--no-fleet", action="store_true")
-    p.add_argument("--no-samplers", action="store_true")
+    p.add_argument(
+        "--samplers", default=",".join(SAMPLERS), help="comma-separated (default: %(default)s)"
+    )
+    p.add_argument(
+        "--train-workers", type=int, default=4, help="of the sampler runs (default: %(default)s)"
+    )
+    p.add_argument(
+        "--units", type=int, default=1, help="edge units of the sampler runs (default: %(default)s)"
+    )
+    p.add_argument(
+        "--fleet-trials", type=int, default=2000, help="fleet-scale trials (default: %(default)s)"
+    )
+    p.add_argument("--fleet-workers", type=int, default=256, help="default: %(default)s")
+    p.add_argument("--fleet-units", type=int, default=16, help="default: %(default)s")
+    p.add_argument(
+        "--fleet-train-s", type=float, default=60.0, help="mean training seconds (default: 60)"
+    )
+    p.add_argument("--fleet-sampler", default=DEFAULT_SAMPLER, help="default: %(default)s")
+    p.add_argument(
+        "--fleet-storages",
+        default="sqlite,postgresql,journal",
+        help="comma-separated (default: %(default)s; postgresql where a server can be started)",
+    )
+    p.add_argument("--no-fleet", action="store_true", help="skip the fleet-scale table")
+    p.add_argument("--no-samplers", action="store_true", help="skip the sampler table")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p.parse_args(argv)
 
