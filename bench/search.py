@@ -37,9 +37,12 @@ run prints three tables:
    benchmark's training times scaled so that their mean is 60 s), on each study storage
    (SQLite, PostgreSQL when a server can be started here, Optuna's journal file): the
    orchestrator's CPU per trial in each quarter of the run (flat, or growing with the trials),
-   and the time the fleet's workers stood idle because of the orchestrator. The orchestrator's
-   CPU time moves the virtual clock here (a busy loop makes workers wait, as it would in a real
-   fleet), so these runs are not deterministic.
+   and the time the fleet's workers stood idle because of the orchestrator, over the whole run
+   and after the fleet first filled (every worker had a task: the start-up, when all wait for
+   the first asks, left out). The orchestrator's CPU time moves the virtual clock here (a busy
+   loop makes workers wait, as it would in a real fleet), so these runs are not deterministic.
+   ``--fleet-samplers tpe,tpe-unbounded`` runs TPE without its bounded history beside it and
+   prints the ratios (what the bound saves).
 
 Usage::
 
@@ -241,8 +244,11 @@ def run_fleet(
     units: int,
     train_s: float,
     names: Sequence[str],
-    sampler: str,
+    samplers: Sequence[str],
 ) -> dict[str, Any]:
+    """The fleet-scale runs: every storage of ``names`` for every sampler of ``samplers``. The
+    first sampler's are the figures (``storages``); the others' are beside them under
+    ``compare`` (``tpe-unbounded`` is TPE without its bounded history, the cost it removes)."""
     import tempfile
 
     rows = list(bench.rows.values())
@@ -253,48 +259,63 @@ def run_fleet(
         "train_workers": workers,
         "units": units,
         "mean_train_s": train_s,
-        "sampler": sampler,
+        "sampler": samplers[0],
         "storages": {},
+        "compare": {},
     }
-    with tempfile.TemporaryDirectory() as tmp, storages(names, Path(tmp)) as urls:
-        for name, url in urls.items():
-            t0 = time.monotonic()
-            r = simulate(
-                bench,
-                SimConfig(
-                    trials=trials,
-                    sampler=sampler,
-                    seed=0,
-                    train_workers=workers,
-                    units={bench.kinds[0]: units},
-                    times=times,
-                    storage=url,
-                    charge_cpu=True,
-                    baseline=False,
-                ),
-            )
-            train, edge = r.use["train"], r.use[_edge_queue(bench)]
-            span = r.virtual_s
-            asks = r.ask_cpu_per_trial(4)
-            loop_ms = 1000 * (r.cpu_s - sum(r.ask_cpu_s)) / trials
-            out["storages"][name] = {
-                "wall_s": time.monotonic() - t0,
-                "cpu_ms_per_trial": 1000 * r.cpu_s / trials,
-                "loop_ms_per_trial_without_asks": loop_ms,
-                "ask_ms_by_quarter": [1000 * q for q in asks],
-                "ask_growth_last_over_first_quarter": asks[-1] / asks[0],
-                "virtual_hours": span / 3600,
-                "train_busy_share": train["busy_share"],
-                "train_idle_while_loop_busy_share": train["idle_while_loop_busy_s"]
-                / (workers * span),
-                "train_idle_while_ready_share": train.get("idle_while_ready_s", 0.0)
-                / (workers * span),
-                "edge_idle_while_ready_s": edge.get("idle_while_ready_s", 0.0),
-                "edge_busy_share": edge["busy_share"],
-                "orchestrator_busy_share": r.cpu_s / span,
-            }
-            print(f"  fleet on {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    for k, sampler in enumerate(samplers):
+        into = out["storages"] if k == 0 else out["compare"].setdefault(sampler, {})
+        with tempfile.TemporaryDirectory() as tmp, storages(names, Path(tmp)) as urls:
+            for name, url in urls.items():
+                t0 = time.monotonic()
+                into[name] = fleet_run(bench, trials, workers, units, times, url, sampler)
+                into[name]["wall_s"] = time.monotonic() - t0
+                print(f"  fleet on {name}, {sampler}: {time.monotonic() - t0:.0f} s",
+                      file=sys.stderr, flush=True)  # fmt: skip
     return out
+
+
+def fleet_run(
+    bench: Any, trials: int, workers: int, units: int, times: SimTimes, url: str, sampler: str
+) -> dict[str, Any]:
+    """One fleet-scale simulated study and what it cost the orchestrator."""
+    r = simulate(
+        bench,
+        SimConfig(
+            trials=trials,
+            sampler=sampler,
+            seed=0,
+            train_workers=workers,
+            units={bench.kinds[0]: units},
+            times=times,
+            storage=url,
+            charge_cpu=True,
+            baseline=False,
+        ),
+    )
+    train, edge = r.use["train"], r.use[_edge_queue(bench)]
+    span = r.virtual_s
+    asks = r.ask_cpu_per_trial(4)
+    loop_ms = 1000 * (r.cpu_s - sum(r.ask_cpu_s)) / trials
+    return {
+        "cpu_ms_per_trial": 1000 * r.cpu_s / trials,
+        "loop_ms_per_trial_without_asks": loop_ms,
+        "ask_ms_by_quarter": [1000 * q for q in asks],
+        "ask_growth_last_over_first_quarter": asks[-1] / asks[0],
+        "virtual_hours": span / 3600,
+        "train_busy_share": train["busy_share"],
+        "train_idle_while_loop_busy_share": train["idle_while_loop_busy_s"] / (workers * span),
+        # the same once the fleet first filled: the steady state, without the start-up
+        "train_filled_at_s": train.get("filled_at_s"),
+        "train_idle_while_loop_busy_after_fill_share": (
+            train.get("idle_while_loop_busy_filled_s", 0.0)
+            / (workers * max(span - (train.get("filled_at_s") or 0.0), 1e-9))
+        ),
+        "train_idle_while_ready_share": train.get("idle_while_ready_s", 0.0) / (workers * span),
+        "edge_idle_while_ready_s": edge.get("idle_while_ready_s", 0.0),
+        "edge_busy_share": edge["busy_share"],
+        "orchestrator_busy_share": r.cpu_s / span,
+    }
 
 
 def _epochs(bench: Any) -> int:
@@ -365,20 +386,35 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"  {'storage':10} {'CPU ms/trial':>12} {'loop w/o asks':>13} "
             f"{'ask ms by quarter':>24} {'growth':>7} "
-            f"{'train busy':>10} {'idle: loop busy':>15} {'idle: ready':>11} "
-            f"{'edge idle, ready':>16}"
+            f"{'train busy':>10} {'idle: loop busy':>15} {'after fill':>10} "
+            f"{'idle: ready':>11} {'edge idle, ready':>16}"
         )
-        for name, f in fleet["storages"].items():
+        runs = [(name, fleet["sampler"], f) for name, f in fleet["storages"].items()]
+        for sampler, by_storage in (fleet.get("compare") or {}).items():
+            runs += [(name, sampler, f) for name, f in by_storage.items()]
+        for name, sampler, f in runs:
             q = " / ".join(f"{v:.0f}" for v in f["ask_ms_by_quarter"])
             lines.append(
-                f"  {name:10} {f['cpu_ms_per_trial']:>12.0f} "
+                f"  {name + (' ' + sampler if sampler != fleet['sampler'] else ''):10} "
+                f"{f['cpu_ms_per_trial']:>12.0f} "
                 f"{f['loop_ms_per_trial_without_asks']:>13.0f} "
                 f"{q:>24} {f['ask_growth_last_over_first_quarter']:>6.2f}x "
                 f"{f['train_busy_share']:>10.1%} "
                 f"{f['train_idle_while_loop_busy_share']:>15.2%} "
+                f"{f.get('train_idle_while_loop_busy_after_fill_share', float('nan')):>10.2%} "
                 f"{f['train_idle_while_ready_share']:>11.2%} "
                 f"{f['edge_idle_while_ready_s']:>14.0f} s"
             )
+        for sampler, by_storage in (fleet.get("compare") or {}).items():
+            for name, other in by_storage.items():
+                mine = fleet["storages"].get(name)
+                if mine:
+                    lines.append(
+                        f"  {fleet['sampler']} / {sampler} on {name}: CPU per trial "
+                        f"{mine['cpu_ms_per_trial'] / other['cpu_ms_per_trial']:.2f}x, "
+                        f"last quarter's ask "
+                        f"{mine['ask_ms_by_quarter'][-1] / other['ask_ms_by_quarter'][-1]:.2f}x"
+                    )
     return "\n".join(lines)
 
 
@@ -417,7 +453,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fleet-train-s", type=float, default=60.0, help="mean training seconds (default: 60)"
     )
-    p.add_argument("--fleet-sampler", default=DEFAULT_SAMPLER, help="default: %(default)s")
+    p.add_argument(
+        "--fleet-samplers",
+        default=DEFAULT_SAMPLER,
+        help="comma-separated; the first gives the figures, the others are compared with it "
+        "(tpe-unbounded: TPE fitted on every trial, without its bounded history; "
+        "default: %(default)s)",
+    )
     p.add_argument(
         "--fleet-storages",
         default="sqlite,postgresql,journal",
@@ -466,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.fleet_units,
             args.fleet_train_s,
             [s for s in args.fleet_storages.split(",") if s],
-            args.fleet_sampler,
+            [s for s in args.fleet_samplers.split(",") if s],
         )
     print(render(report))
     if args.json is not None:

@@ -11,6 +11,8 @@ Samplers:
 - ``tpe`` (default): Optuna's TPE, multi-objective when the objective is ``pareto``, with
   ``constant_liar`` so that trials asked while others are in flight spread out, and the latency
   budget as each trial's constraint. Sample-efficient at the tens of trials a real search affords.
+  It fits on at most 500 finished trials (the best fronts and the most recent,
+  :mod:`hpc2edge.search.history`), so that its ask does not grow with a fleet-scale study.
 - ``nsga2``: NSGA-II with constraints; needs a few generations (population 20 here) to pay off.
 - ``random``: the control the benchmark compares against.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 import optuna
 
 from hpc2edge.errors import SearchError
+from hpc2edge.search.history import bounded
 from hpc2edge.search.objectives import Objective, constraints_func, native_constraints
 from hpc2edge.util.filemodes import journal_path, private_file, private_sqlite
 
@@ -54,7 +57,7 @@ def make_sampler(
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate is "experimental" since Optuna 2.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
+            tpe = optuna.samplers.TPESampler(
                 seed=seed,
                 n_startup_trials=max(4, min(10, trials // 3)),
                 multivariate=True,
@@ -62,6 +65,7 @@ def make_sampler(
                 constant_liar=True,
                 constraints_func=constraints,
             )
+        return bounded(tpe)  # an ask that does not grow with the study (search/history.py)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(
             seed=seed, population_size=20, constraints_func=constraints

@@ -226,6 +226,11 @@ class QueueUse:
     #: Worker-seconds idle while the orchestrator's loop was computing (``charge_cpu``) and
     #: had work for the queue (:attr:`SimFleet.demand`).
     idle_while_loop_busy_s: float = 0.0
+    #: The same, from the moment every worker of the queue first had a task (the fleet filled):
+    #: the steady state, without the start-up, when every worker waits for the first asks.
+    idle_while_loop_busy_filled_s: float = 0.0
+    #: Virtual seconds from the start to that moment (None: it never filled).
+    filled_at_s: float | None = None
     lost: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -374,11 +379,16 @@ class SimFleet(Dispatcher):
         if dt <= 0:
             return
         for q, ws in self._workers.items():
+            use = self.use[q]
             idle = sum(1 for w in ws if w.alive and w.task is None)
+            if not idle and use.filled_at_s is None and ws:
+                use.filled_at_s = self.now - self.clock.start
             if idle and self._queued[q]:
-                self.use[q].idle_while_queued_s += idle * dt
+                use.idle_while_queued_s += idle * dt
             if idle and loop_busy and self.demand(q):
-                self.use[q].idle_while_loop_busy_s += idle * dt
+                use.idle_while_loop_busy_s += idle * dt
+                if use.filled_at_s is not None:
+                    use.idle_while_loop_busy_filled_s += idle * dt
         self.now = to
 
     def _event(self, at: float) -> None:

@@ -34,6 +34,7 @@ from hpc2edge.roles import DEFAULT_KIND
 from hpc2edge.search import candidate as cand
 from hpc2edge.search import study as st
 from hpc2edge.search.dispatch import Dispatcher
+from hpc2edge.search.history import BoundedHistory
 from hpc2edge.search.lease import Clock
 from hpc2edge.search.objectives import CONSTRAINT_ATTR, Objective, log_box_share, pareto_front
 from hpc2edge.search.orchestrator import BASELINE, Orchestrator
@@ -484,8 +485,12 @@ def make_orchestrator(
 def make_sampler(
     name: str, objective: Objective, *, seed: int, trials: int
 ) -> optuna.samplers.BaseSampler:
-    """The product's samplers (:func:`hpc2edge.search.study.make_sampler`), and Optuna's GP
-    sampler (``gp``) where the installed Optuna has it."""
+    """The product's samplers (:func:`hpc2edge.search.study.make_sampler`), Optuna's GP
+    sampler (``gp``) where the installed Optuna has it, and ``tpe-unbounded``: the product's TPE
+    fitted on every trial of the study, without its bounded history (what the bound saves)."""
+    if name == "tpe-unbounded":
+        sampler = st.make_sampler("tpe", objective, seed=seed, trials=trials)
+        return sampler.sampler if isinstance(sampler, BoundedHistory) else sampler
     if name == "gp":
         gp = getattr(optuna.samplers, "GPSampler", None)
         if gp is None:

@@ -275,3 +275,22 @@ def test_a_study_on_a_journal_file_is_a_study_the_report_can_read(bench, tmp_pat
     again = st.load_study("sim-random-0", url)
     assert len([t for t in again.trials if t.state.name == "COMPLETE"]) == r.counts["complete"]
     assert open_storage(url) is not None
+
+
+def test_idle_while_the_loop_is_busy_is_split_at_the_moment_the_fleet_filled(bench) -> None:
+    """The start-up (every worker waits for the first asks) is counted, and counted apart from
+    the steady state that follows the first moment every worker had a task."""
+    clock = VirtualClock()
+    fleet = SimFleet(bench, clock, train_workers=2)
+    fleet.advance(clock.now + 10.0, loop_busy=True)  # nothing sent yet: both idle
+    use = fleet.use["train"]
+    assert use.idle_while_loop_busy_s == pytest.approx(20.0)
+    assert use.idle_while_loop_busy_filled_s == 0.0 and use.filled_at_s is None
+
+    r = simulate(
+        bench,
+        SimConfig(trials=12, sampler="random", train_workers=2, charge_cpu=True, baseline=False),
+    )
+    train = r.use["train"]
+    assert train["filled_at_s"] is not None and train["filled_at_s"] > 0
+    assert 0.0 <= train["idle_while_loop_busy_filled_s"] <= train["idle_while_loop_busy_s"]
