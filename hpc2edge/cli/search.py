@@ -179,6 +179,11 @@ def search_options(f: Any) -> Any:
                      help="Measurement protocol; quick: seconds per model, for CPU demos."),
         click.option("--epochs", type=click.IntRange(1), default=2, show_default=True),
         click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--lr-step-epochs", type=click.IntRange(1), default=20, show_default=True,
+                     help="Multiply the learning rate by --lr-gamma every this many epochs "
+                     "(the paper's StepLR: 20 and 0.5)."),
+        click.option("--lr-gamma", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+                     show_default=True, help="The learning rate's factor at each step."),
         click.option("--train-batch-size", type=click.IntRange(1), default=8, show_default=True,
                      help="Training batch size per GPU (or process)."),
         click.option("--engine", type=click.Choice(["auto", "deepspeed", "ddp", "single"]),

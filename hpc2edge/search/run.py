@@ -233,7 +233,11 @@ def run_search(
     plan = cand.TrainPlan(
         data_paths=cand.data_paths(data),
         hparams=TrainingHParams(
-            lr=o["lr"], batch_size_per_gpu=o["train_batch_size"], epochs=o["epochs"]
+            lr=o["lr"],
+            batch_size_per_gpu=o["train_batch_size"],
+            epochs=o["epochs"],
+            lr_step_epochs=o.get("lr_step_epochs", TrainingHParams.lr_step_epochs),
+            lr_gamma=o.get("lr_gamma", TrainingHParams.lr_gamma),
         ),
         epochs=o["epochs"],
         test_fraction=o["test_fraction"],

@@ -25,6 +25,8 @@ from hpc2edge.errors import SearchError
 NAMES = {
     "plan.data_paths": "data",
     "plan.hparams.lr": "lr",
+    "plan.hparams.lr_step_epochs": "lr step epochs",
+    "plan.hparams.lr_gamma": "lr gamma",
     "plan.hparams.batch_size_per_gpu": "train batch size",
     "plan.epochs": "epochs",
     "plan.test_fraction": "test fraction",

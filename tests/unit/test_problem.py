@@ -27,12 +27,14 @@ def test_the_pin_is_a_point_of_the_space_and_the_recipe_a_valid_request():
     req = TrainRequest.from_json(
         {
             "trial_key": "t", "space": "cnn3d", "spec": spec.to_dict(),
-            "hparams": {"lr": r.lr, "batch_size_per_gpu": r.train_batch_size, "epochs": r.epochs},
+            "hparams": {"lr": r.lr, "batch_size_per_gpu": r.train_batch_size, "epochs": r.epochs,
+                        "lr_step_epochs": r.lr_step_epochs, "lr_gamma": r.lr_gamma},
             "seed": 0, "data": {"paths": ["/x.hdf5"], "test_fraction": r.test_fraction},
             "resources": {"engine": r.engine},
         }
     )  # fmt: skip
     assert req.epochs == r.epochs and req.data.test_fraction == r.test_fraction
+    assert (req.hparams.lr_step_epochs, req.hparams.lr_gamma) == (1, 0.6)  # decays per epoch
     assert 1 <= r.epochs <= problem.DEMO_MAX_EPOCHS
     assert dataclasses.asdict(r) == r.search_options()  # what run_search gets, by option name
 
@@ -60,6 +62,7 @@ def test_the_extend_command_parses_as_the_demo_problem(tmp_path: Path):
     assert (p["epochs"], p["lr"], p["train_batch_size"], p["engine"], p["test_fraction"]) == (
         r.epochs, r.lr, r.train_batch_size, r.engine, r.test_fraction
     )  # fmt: skip
+    assert (p["lr_step_epochs"], p["lr_gamma"]) == (r.lr_step_epochs, r.lr_gamma)
 
 
 def test_demo_data_is_written_once_and_again_when_the_spec_changes(tmp_path: Path):

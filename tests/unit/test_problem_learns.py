@@ -38,7 +38,13 @@ def _train(spec: ArchSpec, data: list[Path], run_dir: Path) -> dict[str, float]:
     r = DEMO_RECIPE
     result = training.run(
         spec,
-        TrainingHParams(lr=r.lr, batch_size_per_gpu=r.train_batch_size, epochs=r.epochs),
+        TrainingHParams(
+            lr=r.lr,
+            batch_size_per_gpu=r.train_batch_size,
+            epochs=r.epochs,
+            lr_step_epochs=r.lr_step_epochs,
+            lr_gamma=r.lr_gamma,
+        ),
         {"paths": [str(p) for p in data], "test_fraction": r.test_fraction},
         {"engine": r.engine, "nproc": 1},
         space="cnn3d",

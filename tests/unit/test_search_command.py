@@ -250,6 +250,21 @@ def test_a_resume_with_other_training_settings_is_one_line_and_exit_1(command):
     ], err
 
 
+def test_the_learning_rate_schedule_reaches_the_trainings_and_is_checked_on_resume(command):
+    command.live = {"edge": 1, "train": 1}
+    code, _, err = command.run(
+        "--log-format", "plain", "--lr-step-epochs", "1", "--lr-gamma", "0.6"
+    )
+    assert code == 0, err
+    trains = [p for kind, _, p in command.made[0].sent if kind == "train"]
+    assert trains and all(
+        (p["hparams"]["lr_step_epochs"], p["hparams"]["lr_gamma"]) == (1, 0.6) for p in trains
+    )
+    code, _, err = command.run("--log-format", "plain", "--lr-step-epochs", "1", "--trials", "3")
+    assert code == 1
+    assert "(lr gamma: the study has 0.6, this run asks 0.5)" in err.splitlines()[-1]
+
+
 # --- the constant predictor ----------------------------------------------------------------------
 
 

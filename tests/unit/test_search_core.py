@@ -372,6 +372,11 @@ def test_resuming_with_other_epochs_is_refused_naming_the_setting(h: Harness) ->
         (lambda p: replace(p, data_paths=("/data/y.hdf5",)), "data: the study has"),
         (lambda p: replace(p, test_fraction=0.3), "test fraction: the study has None"),
         (lambda p: replace(p, hparams=replace(p.hparams, lr=0.5)), "lr: the study has"),
+        (lambda p: replace(p, hparams=replace(p.hparams, lr_gamma=0.6)), "lr gamma: the study"),
+        (
+            lambda p: replace(p, hparams=replace(p.hparams, lr_step_epochs=1)),
+            "lr step epochs: the study has 20, this run asks 1",
+        ),
         (lambda p: replace(p, resources={"engine": "deepspeed"}), "engine: the study does not"),
     ],
 )
