@@ -4,7 +4,8 @@ Why: Optuna's TPE reads, splits and fits on every trial of the study on every as
 group of its decomposed search space. At fleet scale that makes the ask grow with the study
 (measured with ``bench/search.py --fleet-trials 2000``, journal storage: 11, 60, 115 and 131 ms
 per trial in the four quarters of a 2,000-trial run), until the orchestrator's loop, not the
-workers, sets the pace (docs/decisions.md, "Bounded sampler history").
+workers, sets the pace (docs/decisions.md, "Fleet simulator": "TPE fits on a bounded
+history").
 
 :class:`BoundedHistory` wraps a sampler and shows it a view of the study whose trial list holds
 at most ``window`` finished trials:
