@@ -79,18 +79,20 @@ class BoundedHistory(BaseSampler):
 
     def select(self, study: Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         """The view of ``trials`` (some of the study's, in trial order), in trial order."""
-        self._fold(study)
+        self._fold(study, trials)
         if len(self._seen) <= self.window:
             return list(trials)
         keep = self._keep
         return [t for t in trials if t.state not in _FINISHED or t.number in keep]
 
-    def _fold(self, study: Study) -> None:
-        """Fold the trials that finished since the last call into the elite and the recent."""
-        every = study._get_trials(deepcopy=False, states=_FINISHED, use_cache=False)
-        if len(every) == len(self._seen):
-            return  # finished trials never change state again: nothing new
-        new = [t for t in every if t.number not in self._seen]
+    def _fold(self, study: Study, trials: Sequence[FrozenTrial]) -> None:
+        """Fold the finished trials of ``trials`` not seen before into the elite and the recent.
+
+        From the list the sampler asked for, not from a read of its own: on an RDB storage every
+        read goes to the database. The sampler asks for every finished state it fits on."""
+        new = [t for t in trials if t.state in _FINISHED and t.number not in self._seen]
+        if not new:
+            return  # finished trials never change state again: nothing to do
         self._seen.update(t.number for t in new)
         recent = sorted(self._finished_recent + new, key=lambda t: t.number)
         self._finished_recent = recent[-self.window :]
