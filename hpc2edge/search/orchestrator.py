@@ -246,6 +246,11 @@ class Orchestrator:
     def active(self) -> list[Job]:
         return [j for j in self.jobs.values() if not j.done]
 
+    def wants_trials(self) -> bool:
+        """Whether a step would ask a new trial now: trials remain to be asked and fewer than
+        ``parallel`` candidates are in flight."""
+        return self._n_trials() < self.config.trials and self._busy() < self._parallel
+
     def step(self) -> bool:
         """Look at every job once, send what the policy picks, ask; True if anything changed."""
         changed = False
@@ -256,7 +261,7 @@ class Orchestrator:
         # that asked hundreds of trials first (a fleet's start, each ask a sampler's fit) kept
         # every worker idle until the next step. The rest are asked in the next steps.
         deadline, asked = self.clock.time() + ASK_BUDGET_S, []
-        while self._n_trials() < self.config.trials and self._busy() < self._parallel:
+        while self.wants_trials():
             asked.append(self._new_trial())
             changed = True
             if self.clock.time() >= deadline:

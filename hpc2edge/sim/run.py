@@ -350,8 +350,8 @@ class WaitMeter:
         self.orchestrator: Orchestrator | None = None
         self.idle_s: dict[str, float] = {}
         self._last: tuple[float, dict[str, int]] | None = None
-        #: At the last look: tasks ready and not sent per queue, and whether trials remain to
-        #: be asked (the fleet's :attr:`~hpc2edge.sim.fleet.SimFleet.demand`).
+        #: At the last look: tasks ready and not sent per queue, and whether the loop would ask
+        #: a trial (the fleet's :attr:`~hpc2edge.sim.fleet.SimFleet.demand`).
         self.ready: dict[str, int] = {}
         self.asking = True
         fleet.demand = self.demand
@@ -379,8 +379,10 @@ class WaitMeter:
         o = self.orchestrator
         if o is None:
             return {}
-        asked = sum(1 for j in o.jobs.values() if j.number is not None)
-        self.asking = asked < o.config.trials
+        # Work the loop would have given, had it not been busy: trials it would ask (under
+        # ``parallel``; a full pool is the send policy's limit, not the loop's CPU), and the
+        # tasks it holds ready and has not sent
+        self.asking = o.wants_trials()
         ready: dict[str, int] = {}
         for job in o.active():
             if waits_for_source(job.attrs):
