@@ -47,6 +47,7 @@ DEFAULT_WINDOW = 500
 DEFAULT_ELITE = 64
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_FOLD_CHUNK = 512
 
 
 class BoundedHistory(BaseSampler):
@@ -97,8 +98,11 @@ class BoundedHistory(BaseSampler):
         recent = sorted(self._finished_recent + new, key=lambda t: t.number)
         self._finished_recent = recent[-self.window :]
         good = [t for t in new if _feasible_complete(t)]
-        if good:
-            self._elite = best_fronts(self._elite + good, study.directions, self.elite)
+        # In chunks: the best fronts of A + B are among those of (the best fronts of A) + B, and
+        # a study resumed with thousands of trials must not build an n x n comparison at once.
+        for i in range(0, len(good), _FOLD_CHUNK):
+            chunk = good[i : i + _FOLD_CHUNK]
+            self._elite = best_fronts(self._elite + chunk, study.directions, self.elite)
         keep = {t.number for t in self._elite}
         for t in reversed(self._finished_recent):
             if len(keep) >= self.window:

@@ -204,3 +204,20 @@ def test_the_products_tpe_is_bounded() -> None:
     sampler = st.make_sampler("tpe", Objective("pareto"), seed=0, trials=64)
     assert isinstance(sampler, BoundedHistory) and sampler.window == DEFAULT_WINDOW
     assert isinstance(sampler.sampler, TPESampler)
+
+
+def test_a_resumed_study_folds_thousands_of_trials_in_chunks_to_the_same_elite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hpc2edge.search import history
+
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    rng = random.Random(3)
+    for _ in range(300):
+        study.add_trial(create_trial(values=[rng.random(), rng.random()]))
+    whole = BoundedHistory(_tpe(), window=50, elite=10)
+    whole.view(study).get_trials(deepcopy=False)
+    monkeypatch.setattr(history, "_FOLD_CHUNK", 7)
+    chunked = BoundedHistory(_tpe(), window=50, elite=10)
+    chunked.view(study).get_trials(deepcopy=False)
+    assert {t.number for t in chunked._elite} == {t.number for t in whole._elite}
