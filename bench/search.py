@@ -3,7 +3,7 @@ and the orchestrator at fleet scale.
 
 Every run is the real orchestrator and the real Optuna samplers against a simulated fleet
 (``hpc2edge.sim``) whose latencies, learning curves and training times come from the recorded
-benchmark (``hpc2edge/resources/benchmarks/cnn3d-cpu.json.gz``, recorded by
+benchmark (``hpc2edge/resources/benchmarks/cnn3d-cpu-v2.json.gz``, recorded by
 ``bench/record_benchmark.py``; its surrogate answers for networks the table does not hold). One
 run prints three tables:
 
