@@ -268,12 +268,12 @@ def _hparams(value: Any, problems: list[str]) -> TrainingHParams:
         return TrainingHParams()
     checks = [
         (
-            isinstance(hp.lr, (int, float)) and math.isfinite(hp.lr) and hp.lr > 0,
+            _is_number(hp.lr) and math.isfinite(hp.lr) and hp.lr > 0,
             "lr: expected a positive finite number",
         ),
         (_is_int(hp.lr_step_epochs) and hp.lr_step_epochs >= 1, "lr_step_epochs: expected >= 1"),
         (
-            isinstance(hp.lr_gamma, (int, float)) and 0 < hp.lr_gamma <= 1,
+            _is_number(hp.lr_gamma) and 0 < hp.lr_gamma <= 1,
             "lr_gamma: expected a number in (0, 1]",
         ),
         (
@@ -290,6 +290,11 @@ def _hparams(value: Any, problems: list[str]) -> TrainingHParams:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """An int or a float, not a bool (JSON's true would otherwise pass as 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _data(value: Any, problems: list[str], v: _Validator) -> DataRequest:

@@ -265,6 +265,21 @@ def test_the_learning_rate_schedule_reaches_the_trainings_and_is_checked_on_resu
     assert "(lr gamma: the study has 0.6, this run asks 0.5)" in err.splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    "args", [("--lr-gamma", "1.5"), ("--lr-gamma", "0"), ("--lr-step-epochs", "0")]
+)
+def test_a_bad_learning_rate_schedule_is_refused_before_anything_is_asked(command, args):
+    import optuna
+
+    command.live = {"edge": 1, "train": 1}
+    code, out, err = command.run("--log-format", "plain", *args)
+    assert code == 2 and out == ""
+    assert args[0] in err and "Traceback" not in err
+    assert command.made == []  # no dispatcher: nothing sent
+    with pytest.raises(KeyError):
+        optuna.load_study(study_name="cmd", storage=command.storage)
+
+
 # --- the constant predictor ----------------------------------------------------------------------
 
 

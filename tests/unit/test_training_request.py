@@ -117,6 +117,20 @@ def test_every_problem_is_listed_at_once():
         {**tiny_request(PATHS), "hparams": {"optimizer": "sgd"}},
         {**tiny_request(PATHS), "hparams": {"momentum": 0.9}},
         {**tiny_request(PATHS), "seed": True},
+        *(
+            {**tiny_request(PATHS), "hparams": {**tiny_request(PATHS)["hparams"], **bad}}
+            for bad in (
+                {"lr_gamma": 0.0},
+                {"lr_gamma": 1.5},
+                {"lr_gamma": float("nan")},
+                {"lr_gamma": "0.6"},
+                {"lr_gamma": True},
+                {"lr_step_epochs": 0},
+                {"lr_step_epochs": 1.5},
+                {"lr_step_epochs": True},
+                {"lr": True},
+            )
+        ),
     ],
 )
 def test_invalid_requests_give_typed_error_results_without_training(tmp_path, request_):
