@@ -41,6 +41,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import record_benchmark as rb
 
+from hpc2edge.sim import surrogate as sur
 from hpc2edge.sim.benchmark import DEFAULT, load
 
 
@@ -61,17 +62,6 @@ def parse_variant(text: str) -> dict[str, Any]:
     return out
 
 
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-a of two equally long lists (ties count as neither)."""
-    n = len(a)
-    concordant = sum(
-        ((a[i] - a[j]) * (b[i] - b[j]) > 0) - ((a[i] - a[j]) * (b[i] - b[j]) < 0)
-        for i in range(n)
-        for j in range(i + 1, n)
-    )
-    return concordant / (n * (n - 1) / 2) if n > 1 else float("nan")
-
-
 def summarise(curves: dict[str, list[rb.Curve]]) -> dict[str, Any]:
     """The figures of one recipe from ``{arch_id: [curve per seed]}``."""
     logs = {a: [math.log(c.val_mse[-1]) for c in cs] for a, cs in curves.items()}
@@ -84,7 +74,7 @@ def summarise(curves: dict[str, list[rb.Curve]]) -> dict[str, Any]:
     ]
     seeds = min(len(cs) for cs in curves.values())
     taus = [
-        kendall_tau(
+        sur.kendall_tau(
             [cs[s].val_mse[-1] for cs in curves.values()],
             [cs[s + 1].val_mse[-1] for cs in curves.values()],
         )
